@@ -1,0 +1,299 @@
+"""The two-phase grounding API: encode a video once, answer any number of queries on it.
+
+``Grounder.encode_video`` runs the frozen CLIP image tower and keeps the last k layers as float16
+(K, T, P, C) features: everything the service caches in Redis. ``Grounder.ground`` answers a batch of text
+queries on those features; the query-independent part of the R2 block (:class:`models.r2.VideoState`) is
+kept in an in-memory LRU keyed by the caller's ``video_key``, one level above the Redis cache, and text
+features of repeated queries come from a text LRU. Only the text tower (on a miss) and the query-dependent
+adapter run per query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .checkpoint import load_r2_checkpoint
+from .clip import ClipTowers, load_clip
+from .postprocess import NmsConfig, postprocess_boundaries, select_moments, summarize
+from .r2 import R2Tuning, RawOutput, VideoState
+from .video import FrameSpec, VideoInfo, decode_in_subprocess
+from .zoo import ModelSpec, checkpoint_dir, ensure_checkpoint
+
+# Bump when frame sampling / resizing / normalisation changes: it invalidates every cached feature.
+PREPROCESS_VERSION = 1
+
+Precision = Literal["fp32", "bf16", "fp16"]
+_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class GroundingResult:
+    """Answer to one query: moments in seconds and one saliency value per clip."""
+
+    query: str
+    moments: list[tuple[float, float, float]]  # (start, end, score), best first; empty for highlight-only
+    saliency: list[float]  # one value per clip of clip_seconds
+    clip_seconds: float  # 1 / fps
+    duration: float  # seconds, moments are clamped to it
+
+
+class _LRU:
+    """A small thread-safe LRU bounded by a cost function (entries or bytes)."""
+
+    def __init__(self, capacity: int, cost: Callable[[object], int] = lambda _: 1) -> None:
+        self.capacity, self.cost, self.used = capacity, cost, 0
+        self.items: OrderedDict[object, object] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: object) -> object | None:
+        with self.lock:
+            if key not in self.items:
+                return None
+            self.items.move_to_end(key)
+            return self.items[key]
+
+    def put(self, key: object, value: object) -> None:
+        with self.lock:
+            if key in self.items:
+                self.used -= self.cost(self.items.pop(key))
+            self.items[key] = value
+            self.used += self.cost(value)
+            while self.used > self.capacity and len(self.items) > 1:
+                _, old = self.items.popitem(last=False)
+                self.used -= self.cost(old)
+
+    def pop(self, key: object) -> None:
+        with self.lock:
+            if key in self.items:
+                self.used -= self.cost(self.items.pop(key))
+
+
+_CLIP_CACHE: dict[tuple[str, str | None, str | None, str], ClipTowers] = {}
+_CLIP_LOCK = threading.Lock()
+
+
+def shared_clip(spec: ModelSpec, device: str | torch.device = "cpu") -> ClipTowers:
+    """CLIP towers for a spec, loaded once per process and shared by every checkpoint that uses them."""
+    key = (spec.clip, spec.clip_pretrained, spec.clip_path, str(device))
+    with _CLIP_LOCK:
+        if key not in _CLIP_CACHE:
+            if spec.clip_path:
+                _CLIP_CACHE[key] = load_clip(spec.clip_path, device=device)
+            else:
+                _CLIP_CACHE[key] = load_clip(spec.clip, spec.clip_pretrained, device=device,
+                                             cache_dir=checkpoint_dir() / "clip")
+        return _CLIP_CACHE[key]
+
+
+class Grounder:
+    """One R2-Tuning checkpoint with its CLIP towers and its dataset's post-processing settings."""
+
+    def __init__(self, clip: ClipTowers, model: R2Tuning, spec: ModelSpec, *, precision: Precision = "fp32",
+                 query_fp16: bool = True, state_cache_bytes: int = 1 << 30, text_cache_size: int = 4096,
+                 max_batch: int = 64) -> None:
+        cfg = model.cfg
+        if (cfg.video_width, cfg.query_width) != (clip.vision_width, clip.text_width):
+            raise ValueError(
+                f"checkpoint of {spec.name!r} expects CLIP widths video={cfg.video_width} text={cfg.query_width}, "
+                f"but the CLIP towers give video={clip.vision_width} text={clip.text_width}: wrong CLIP weights?")
+        if cfg.k > min(clip.vision_layers, clip.text_layers) + 1:
+            raise ValueError(f"checkpoint uses k={cfg.k} layers but the CLIP towers have fewer")
+        self.clip, self.model, self.spec = clip, model, spec
+        self.precision = precision
+        # The released checkpoints were evaluated on query features stored as float16.
+        self.query_fp16 = query_fp16
+        self.max_batch = max_batch
+        self.frame_spec = FrameSpec(fps=spec.fps, size=clip.image_size)
+        self._states = _LRU(state_cache_bytes, cost=lambda s: s.nbytes)  # type: ignore[attr-defined]
+        self._texts = _LRU(text_cache_size)
+        self.stats: dict[str, int] = dict(clip_frames=0, video_states_built=0, video_state_hits=0,
+                                          text_encodes=0, text_cache_hits=0, queries=0)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, *, device: str | torch.device = "cpu", precision: Precision = "fp32",
+                  download: bool = True, **kwargs: object) -> Grounder:
+        """Load (downloading and verifying if needed) the checkpoint and CLIP weights a spec names."""
+        ckpt = ensure_checkpoint(spec, download=download)
+        return cls(shared_clip(spec, device), load_r2_checkpoint(ckpt, device=device), spec,
+                   precision=precision, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def k(self) -> int:
+        return self.model.cfg.k
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.coef.device
+
+    @property
+    def feature_id(self) -> str:
+        """Identifies everything that changes cached video features (the video hash comes on top)."""
+        fs = self.frame_spec
+        parts = dict(clip=self.clip.fingerprint, k=self.k, size=fs.size, mean=list(fs.mean), std=list(fs.std),
+                     fps=fs.fps, preprocess=PREPROCESS_VERSION, precision=self.precision)
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+    # ----------------------------------------------------------------------------------------- video side
+
+    def encode_video(self, frames: Tensor | Iterable[Tensor], dtype: torch.dtype = torch.float16) -> Tensor:
+        """Normalised frames (n, 3, S, S), or an iterable of such chunks -> (K, T, P, C) features.
+
+        float16 is the storage format of the official feature files and of our cache; pass float32 to
+        reproduce the official end-to-end script bit for bit.
+        """
+        chunks = [frames] if isinstance(frames, Tensor) else frames
+        out = []
+        for chunk in chunks:
+            feats = self.clip.encode_frames(chunk.to(self.device), last_k=self.k, dtype=_DTYPES[self.precision])
+            out.append(feats.to(dtype).cpu())  # (K, n, P, C)
+            self.stats["clip_frames"] += chunk.shape[0]
+        if not out:
+            raise ValueError("no frames to encode")
+        return torch.cat(out, dim=1)
+
+    def encode_file(self, path: str | Path, *, timeout_s: float = 600.0, max_duration: float | None = None,
+                    max_pixels: int | None = None, progress: Callable[[float], None] | None = None,
+                    chunk_size: int = 16) -> tuple[VideoInfo, Tensor]:
+        """Decode a file in a killable child process (time-limited) while encoding earlier chunks here."""
+        info: VideoInfo | None = None
+        chunks: list[Tensor] = []
+        done = 0
+        for info, frames in decode_in_subprocess(path, self.frame_spec, timeout_s=timeout_s, chunk_size=chunk_size,
+                                                 max_duration=max_duration, max_pixels=max_pixels):
+            chunks.append(self.encode_video(frames))
+            done += frames.shape[0]
+            if progress is not None and info is not None:
+                progress(min(1.0, done / max(1, expected_clips(info, self.frame_spec.fps))))
+        if info is None or not chunks:
+            raise ValueError(f"{path}: the decoder returned no frames")
+        return info, torch.cat(chunks, dim=1)
+
+    def video_state(self, features: Tensor, video_key: str | None = None) -> VideoState:
+        """The query-independent adapter work, from the in-memory LRU when this video was seen before."""
+        if video_key is not None:
+            state = self._states.get(video_key)
+            if state is not None:
+                self.stats["video_state_hits"] += 1
+                return state  # type: ignore[return-value]
+        if features.dim() != 4 or features.shape[0] != self.k:
+            raise ValueError(f"features must be (K={self.k}, T, P, C), got {tuple(features.shape)}")
+        state = self.model.prepare_video(features.to(self.device))
+        self.stats["video_states_built"] += 1
+        if video_key is not None:
+            self._states.put(video_key, state)
+        return state
+
+    def forget_video(self, video_key: str) -> None:
+        self._states.pop(video_key)
+
+    # ----------------------------------------------------------------------------------------- query side
+
+    def _text_features(self, queries: Sequence[str], full_context: bool) -> list[Tensor]:
+        """Per query (K, L, Cq): valid tokens only (features path) or all 77 positions (end-to-end path)."""
+        found: dict[str, Tensor] = {}
+        todo = []
+        for q in dict.fromkeys(queries):
+            hit = self._texts.get((q, full_context))
+            if hit is None:
+                todo.append(q)
+            else:
+                found[q] = hit  # type: ignore[assignment]
+                self.stats["text_cache_hits"] += 1
+        if todo:
+            tokens = self.clip.tokenize(todo).to(self.device)
+            lengths = self.clip.valid_lengths(tokens)
+            # The text tower is causal, so cutting the padding does not change the valid positions.
+            width = tokens.shape[1] if full_context else int(lengths.max())
+            stack = self.clip.encode_text(tokens[:, :width], last_k=self.k)  # (K, B, width, Cq)
+            if self.query_fp16 and not full_context:
+                stack = stack.half()
+            for j, q in enumerate(todo):
+                feats = stack[:, j] if full_context else stack[:, j, : int(lengths[j])]
+                found[q] = feats.float().cpu()
+                self._texts.put((q, full_context), found[q])
+            self.stats["text_encodes"] += len(todo)
+        return [found[q] for q in queries]
+
+    def _query_batch(self, queries: Sequence[str | Tensor], full_context: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Pad per-query features to (B, K, L, Cq) with an attention mask and a max-pool mask."""
+        texts = [q for q in queries if isinstance(q, str)]
+        encoded = iter(self._text_features(texts, full_context) if texts else [])
+        feats = [next(encoded) if isinstance(q, str) else q.float().cpu() for q in queries]
+        longest = max(f.shape[1] for f in feats)
+        k, _, c = feats[0].shape
+        batch = torch.zeros(len(feats), k, longest, c)
+        mask = torch.zeros(len(feats), longest)
+        for b, f in enumerate(feats):
+            if f.dim() != 3 or f.shape[0] != k or f.shape[2] != c:
+                raise ValueError(f"query features must be (K={k}, L, C={c}), got {tuple(f.shape)}")
+            batch[b, :, : f.shape[1]] = f
+            mask[b, : f.shape[1]] = 1
+        if full_context:
+            # End-to-end path: padding tokens are masked for attention but still enter the max.
+            tokens = self.clip.tokenize(texts)
+            return batch, (tokens != 0).float(), torch.ones_like(mask)
+        return batch, mask, mask
+
+    def ground(self, features: Tensor | VideoState, queries: Sequence[str | Tensor], *, fps: float | None = None,
+               video_key: str | None = None, duration: float | None = None, top_k: int | None = 10,
+               nms_thres: float | None = None, min_score: float | None = None,
+               query_path: Literal["features", "e2e"] | None = None) -> list[GroundingResult]:
+        """Answer queries on one encoded video, batched; results are in query order.
+
+        A query is a text, or pre-extracted (K, L, Cq) text features as the official feature files hold.
+
+        ``duration`` (seconds) defaults to T / fps; the service passes the decoded video's duration.
+        ``query_path`` defaults to the spec's: "features" (how the checkpoints were evaluated) or "e2e"
+        (the official single-video script: all 77 token positions).
+        """
+        if not queries:
+            return []
+        state = features if isinstance(features, VideoState) else self.video_state(features, video_key)
+        fps = fps or self.spec.fps
+        duration = state.num_frames / fps if duration is None else duration
+        nms = NmsConfig(type=self.spec.nms_type,
+                        thres=self.spec.nms_thres if nms_thres is None else nms_thres)
+        results: list[GroundingResult] = []
+        for start in range(0, len(queries), self.max_batch):
+            part = list(queries[start: start + self.max_batch])
+            raw = self.predict_raw(state, part, fps=fps, query_path=query_path)
+            for b, text in enumerate(part):
+                moments: list[tuple[float, float, float]] = []
+                if raw.boundary is not None:
+                    rows = postprocess_boundaries(raw.boundary[b].float().cpu(), duration, self.spec.unit, nms)
+                    moments = select_moments(rows, top_k, min_score)
+                results.append(GroundingResult(query=text if isinstance(text, str) else "", moments=moments,
+                                               saliency=raw.saliency[b].float().cpu().tolist(),
+                                               clip_seconds=1.0 / fps, duration=duration))
+        self.stats["queries"] += len(queries)
+        return results
+
+    def predict_raw(self, state: VideoState, queries: Sequence[str | Tensor], *, fps: float | None = None,
+                    query_path: Literal["features", "e2e"] | None = None) -> RawOutput:
+        """Model output before post-processing (raw boundaries and saliency) for one batch of queries."""
+        full_context = (query_path or self.spec.query_path) == "e2e"
+        if full_context and not all(isinstance(q, str) for q in queries):
+            raise ValueError("the end-to-end query path needs texts, not pre-extracted query features")
+        query, mask, pool_mask = self._query_batch(queries, full_context)
+        dev = self.device
+        return self.model(state, query.to(dev), mask.to(dev), fps or self.spec.fps, pool_mask.to(dev))
+
+    def summarize(self, result: GroundingResult, budget: float = 0.15) -> list[tuple[float, float, float]]:
+        """Highest-saliency clips up to ``budget`` x duration seconds, merged into segments."""
+        return summarize(result.saliency, result.clip_seconds, result.duration, budget)
+
+
+def expected_clips(info: VideoInfo, fps: float) -> int:
+    """How many clips the official sampling takes from a video at ``fps``."""
+    stride = info.avg_fps / fps
+    return max(1, int(-(-info.num_frames // stride)))

@@ -1,0 +1,517 @@
+"""Video decoding and preprocessing, matching the official single-video script (``tools/inference.py``).
+
+What the official ``load_video`` does, and what this module reproduces:
+
+* frame indices: ``stride = decord average fps / target fps``; candidate positions are a float
+  ``numpy.arange(0, num_frames, stride)``; each is rounded with Python's ``round`` (half to even) and clamped to
+  the last frame;
+* decode those frames with decord (RGB uint8), convert to float in [0, 1], centre-crop a square of side
+  ``min(H, W)`` (offsets with Python ``round``), resize to ``size x size`` with antialiased bilinear interpolation
+  on floats (torchvision's ``resize`` on a tensor), normalise with the short constants of the script.
+
+Unlike the official script, frames are decoded in bounded chunks and turned into small normalised tensors at once,
+so a long 720p/1080p video never holds more than one chunk of full-resolution frames in memory.
+
+Untrusted files can hang or crash FFmpeg-based decoders; :class:`IsolatedDecoder` (and the
+:func:`decode_in_subprocess` generator around it) runs probing and decoding in a child process with a time limit,
+so the calling process survives anything a file does. Every failure a file can cause is a :class:`VideoError`
+with a stable ``code``.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import av
+import decord
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torch.utils.dlpack
+from torch import Tensor
+
+# The short constants hard-coded in the official tools/inference.py (what the end-to-end script uses).
+INFERENCE_MEAN: tuple[float, float, float] = (0.481, 0.459, 0.408)
+INFERENCE_STD: tuple[float, float, float] = (0.269, 0.261, 0.276)
+# OpenAI CLIP's constants (used by the official dataset and feature-extraction code).
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+# Raw RGB bytes handed to one decord call: bounds memory whatever the resolution (1080p: 10 frames, 4K: 2 frames).
+DECODE_BUDGET_BYTES = 64 << 20
+
+# Containers whose first bytes are recognisable: such a file that cannot be opened is damaged, not "not a video".
+_CONTAINER_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (4, b"skip"),  # MP4 / MOV / 3GP
+    (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM
+    (0, b"RIFF"),  # AVI
+    (0, b"FLV"),
+    (0, b"OggS"),
+    (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"),  # ASF / WMV
+    (0, b"\x00\x00\x01\xba"), (0, b"\x00\x00\x01\xb3"),  # MPEG program / elementary stream
+)
+# FFmpeg demuxers that turn non-video files into a "video" stream (text art, still images) or that open other
+# files/URLs (playlists): rejected before decord ever sees the file.
+_REJECTED_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf", "image2", "hls", "concat", "dash", "sdp", "rtp",
+                               "rtsp", "mpjpeg", "ffmetadata"})
+
+
+_DECORD_PREFIX = re.compile(r"(\[[0-9:]+\] \S+:\d+: )+")
+
+# ------------------------------------------------------------------------------------------------------ errors
+
+
+class VideoError(Exception):
+    """Base class of every problem a video file can cause; ``code`` is stable, the message is for people."""
+
+    code: ClassVar[str] = "video_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.message,)
+
+
+class VideoNotFoundError(VideoError, FileNotFoundError):
+    """The path does not exist."""
+
+    code = "video_not_found"
+
+
+class NotAVideoError(VideoError):
+    """The file is not a video: unknown format, text, an image, or a container without a video stream."""
+
+    code = "not_a_video"
+
+
+class EmptyVideoError(VideoError):
+    """The file is empty or its video stream has no frames."""
+
+    code = "empty_video"
+
+
+class CorruptVideoError(VideoError):
+    """A video that cannot be decoded: truncated, damaged, or the decoder failed or crashed."""
+
+    code = "corrupt_video"
+
+
+class DecodeTimeoutError(VideoError, TimeoutError):
+    """Decoding took longer than the allowed time."""
+
+    code = "decode_timeout"
+
+
+class VideoLimitError(VideoError):
+    """The video exceeds a configured limit (duration or resolution)."""
+
+    code = "video_too_large"
+
+
+_ERROR_TYPES: dict[str, type[VideoError]] = {
+    cls.__name__: cls for cls in (VideoError, VideoNotFoundError, NotAVideoError, EmptyVideoError,
+                                  CorruptVideoError, DecodeTimeoutError, VideoLimitError)}
+
+
+# ------------------------------------------------------------------------------------------------ data types
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the decoder reports about a video; ``num_frames`` and ``avg_fps`` are decord's (they set the indices)."""
+
+    num_frames: int
+    avg_fps: float
+    width: int
+    height: int
+    duration: float  # num_frames / avg_fps, seconds
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """How frames are sampled and preprocessed.
+
+    ``fps`` is the target sampling rate (0.5 for QVHighlights), ``size`` the CLIP input side (224 for ViT-B/32,
+    336 for ViT-L/14-336); ``mean``/``std`` default to the official script's short constants.
+    """
+
+    fps: float
+    size: int = 224
+    mean: tuple[float, float, float] = INFERENCE_MEAN
+    std: tuple[float, float, float] = INFERENCE_STD
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"FrameSpec.fps must be a positive number, got {self.fps!r}")
+        if self.size < 1:
+            raise ValueError(f"FrameSpec.size must be positive, got {self.size!r}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"FrameSpec mean/std must be 3 values (std > 0), got {self.mean!r} / {self.std!r}")
+
+
+# ------------------------------------------------------------------------------------------------ sampling
+
+
+def sample_indices(num_frames: int, avg_fps: float, target_fps: float) -> list[int]:
+    """Frame indices the official script decodes: ``min(round(p), num_frames - 1)`` for ``p`` in a float
+    ``arange(0, num_frames, avg_fps / target_fps)``; Python ``round`` is half to even (12.5 -> 12)."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    if not (math.isfinite(avg_fps) and avg_fps > 0 and math.isfinite(target_fps) and target_fps > 0):
+        raise ValueError(f"frame rates must be positive, got avg_fps={avg_fps!r} target_fps={target_fps!r}")
+    # numpy's float arange (not a Python loop of additions) decides how many positions there are and their values.
+    positions = np.arange(0, num_frames, avg_fps / target_fps).tolist()
+    return [min(round(p), num_frames - 1) for p in positions]
+
+
+# ------------------------------------------------------------------------------------------------ probing
+
+
+def _looks_like_video_container(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if len(head) >= 1 and head[0] == 0x47:  # MPEG-TS: sync byte every 188 bytes
+        with open(path, "rb") as f:
+            f.seek(188)
+            if f.read(1) == b"\x47":
+                return True
+    return any(head[at:at + len(sig)] == sig for at, sig in _CONTAINER_SIGNATURES)
+
+
+def _check_file(path: Path) -> None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise VideoNotFoundError(f"{path.name}: no such file; check the path or upload the video again") from None
+    except OSError as e:
+        raise CorruptVideoError(f"{path.name}: the file cannot be read ({e.strerror}); check its permissions") from None
+    if not path.is_file():
+        raise NotAVideoError(f"{path.name}: not a regular file; pass the path of a video file")
+    if st.st_size == 0:
+        raise EmptyVideoError(f"{path.name}: the file is empty (0 bytes); the upload or copy probably failed")
+
+
+def _probe_stream(path: Path) -> tuple[int, int]:
+    """Check with PyAV (headers and one packet) that the file has a decodable video stream; returns (w, h)."""
+    name = path.name
+    try:
+        # Only local files: a playlist must not make FFmpeg open URLs or other files.
+        with av.open(str(path), options={"protocol_whitelist": "file"}) as container:
+            fmt = container.format.name
+            if fmt in _REJECTED_FORMATS or fmt.endswith("_pipe"):
+                kind = "an image" if ("image" in fmt or fmt.endswith("_pipe")) else f"a {fmt!r} file"
+                raise NotAVideoError(f"{name}: this is {kind}, not a video; upload a video file (e.g. MP4/H.264)")
+            streams = [s for s in container.streams.video
+                       if not s.disposition & av.stream.Disposition.attached_pic]  # cover art is no video
+            if not streams:
+                what = "only audio" if container.streams.audio else "no video stream"
+                raise NotAVideoError(f"{name}: the file contains {what}; upload a file with a video track")
+            stream = streams[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if not any(packet.size for packet in container.demux(stream)):
+                raise EmptyVideoError(f"{name}: the video stream has no frames; upload a video with content")
+            if width <= 0 or height <= 0:
+                raise CorruptVideoError(f"{name}: the video stream has no valid frame size; re-encode the video")
+            return width, height
+    except VideoError:
+        raise
+    except av.error.FileNotFoundError:
+        raise VideoNotFoundError(f"{name}: no such file; check the path or upload the video again") from None
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        if _looks_like_video_container(path):
+            raise CorruptVideoError(f"{name}: the video container is damaged or truncated ({_first_line(e)}); "
+                                    f"re-upload or re-encode it") from None
+        raise NotAVideoError(f"{name}: not a recognised video format; upload a video file (e.g. MP4/H.264)") from None
+
+
+def _open_reader(path: str | os.PathLike[str], num_threads: int = 0, max_duration: float | None = None,
+                 max_pixels: int | None = None) -> tuple[VideoInfo, decord.VideoReader]:
+    """Validate the file, apply the limits, and open the decord reader the frames come from."""
+    path = Path(path)
+    _check_file(path)
+    width, height = _probe_stream(path)
+    if max_pixels is not None and width * height > max_pixels:
+        raise VideoLimitError(f"{path.name}: resolution {width}x{height} is above the limit of {max_pixels} pixels "
+                              f"per frame; downscale the video and try again")
+    decord.logging.set_level(decord.logging.QUIET)  # failures are reported as typed errors, not FFmpeg log lines
+    try:
+        reader = decord.VideoReader(str(path), num_threads=num_threads)
+        num_frames, avg_fps = len(reader), float(reader.get_avg_fps())
+    except AssertionError:  # decord asserts a positive frame count
+        raise EmptyVideoError(f"{path.name}: the video stream has no frames; upload a video with content") from None
+    except (decord.DECORDError, RuntimeError, ValueError) as e:
+        raise CorruptVideoError(f"{path.name}: the decoder cannot open the video ({_first_line(e)}); "
+                                f"re-encode it (e.g. MP4/H.264)") from None
+    if num_frames < 1:
+        raise EmptyVideoError(f"{path.name}: the video stream has no frames; upload a video with content")
+    if not (math.isfinite(avg_fps) and avg_fps > 0):
+        raise CorruptVideoError(f"{path.name}: the video has no valid frame rate ({avg_fps}); re-encode it")
+    info = VideoInfo(num_frames=num_frames, avg_fps=avg_fps, width=width, height=height,
+                     duration=num_frames / avg_fps)
+    if max_duration is not None and info.duration > max_duration:
+        raise VideoLimitError(f"{path.name}: the video is {info.duration:.1f} s long, above the limit of "
+                              f"{max_duration:g} s; trim it and try again")
+    return info, reader
+
+
+def _first_line(e: BaseException) -> str:
+    """A short reason for an error message: FFmpeg's own wording, without decord's "[time] file.cc:line:" noise
+    or the file's full path."""
+    text = getattr(e, "strerror", None) or next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return _DECORD_PREFIX.sub("", str(text)).strip()[:160]
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Frame count, average fps (decord's, as the official script uses), frame size and duration of a video.
+
+    Raises a :class:`VideoError` subclass for files that are missing, empty, not videos or damaged.
+    """
+    info, _ = _open_reader(path)
+    return info
+
+
+# ------------------------------------------------------------------------------------------------ frames
+
+
+def _preprocess(frames: Tensor, spec: FrameSpec) -> Tensor:
+    """(n, H, W, 3) uint8 -> (n, 3, size, size) float32, the official operations in the official order."""
+    n, h, w, _ = frames.shape
+    side = min(h, w)
+    top, left = round((h - side) / 2), round((w - side) / 2)  # Python round: half to even, as the script does
+    frames = frames[:, top:top + side, left:left + side]  # crop the uint8 frames first: the same pixels, less work
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
+    out = torch.empty(n, 3, spec.size, spec.size)
+    for i in range(n):
+        # One frame at a time keeps only one full-resolution float frame alive; the (channels-last) layout is the
+        # one the script's permute produces, so interpolation sees the same tensor.
+        frame = frames[i : i + 1].permute(0, 3, 1, 2).float() / 255
+        if side != spec.size:  # torchvision's resize returns the input unchanged when the size already matches
+            frame = F.interpolate(frame, size=(spec.size, spec.size), mode="bilinear", align_corners=False,
+                                  antialias=True)
+        out[i] = frame[0].sub(mean).div_(std)
+    return out
+
+
+def _iter_chunks(reader: decord.VideoReader, info: VideoInfo, spec: FrameSpec, chunk_size: int,
+                 name: str) -> Iterator[Tensor]:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    indices = sample_indices(info.num_frames, info.avg_fps, spec.fps)
+    per_call = max(1, min(chunk_size, DECODE_BUDGET_BYTES // max(1, info.width * info.height * 3)))
+    for start in range(0, len(indices), chunk_size):
+        wanted = indices[start:start + chunk_size]
+        parts = []
+        for at in range(0, len(wanted), per_call):
+            try:
+                batch = reader.get_batch(wanted[at:at + per_call])
+                frames = torch.utils.dlpack.from_dlpack(batch.to_dlpack())  # zero-copy (n, H, W, 3) uint8
+            except (decord.DECORDError, RuntimeError, IndexError, ValueError) as e:
+                raise CorruptVideoError(f"{name}: decoding failed near frame {wanted[at]} of {info.num_frames} "
+                                        f"({_first_line(e)}); the file is damaged or truncated, re-encode it") from None
+            parts.append(_preprocess(frames, spec))
+            del batch, frames
+        yield parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def iter_frames(path: str | os.PathLike[str], spec: FrameSpec, chunk_size: int = 16, num_threads: int = 0,
+                max_duration: float | None = None, max_pixels: int | None = None) -> Iterator[Tensor]:
+    """Sampled, preprocessed frames as (n, 3, size, size) float32 chunks of ``chunk_size`` (last may be shorter).
+
+    Same values as the official ``load_video``; frames are decoded chunk by chunk so memory stays bounded.
+    ``max_duration`` (seconds) and ``max_pixels`` (width x height) raise :class:`VideoLimitError` before decoding.
+    Runs in this process: use :func:`decode_in_subprocess` for untrusted files.
+    """
+    info, reader = _open_reader(path, num_threads, max_duration, max_pixels)
+    yield from _iter_chunks(reader, info, spec, chunk_size, Path(path).name)
+
+
+def load_frames(path: str | os.PathLike[str], spec: FrameSpec, **kwargs: Any) -> Tensor:
+    """All sampled frames of a video as one (n, 3, size, size) float32 tensor (arguments as :func:`iter_frames`)."""
+    return torch.cat(list(iter_frames(path, spec, **kwargs)))
+
+
+# ------------------------------------------------------------------------------------------------ isolation
+
+_preload_requested = False
+
+
+def _context(start_method: str) -> Any:
+    global _preload_requested
+    ctx = mp.get_context(start_method)
+    if start_method == "forkserver" and not _preload_requested:
+        # Children fork from a server that has already imported torch and the decoders (importing torch takes
+        # seconds); only effective if the server is not running yet.
+        ctx.set_forkserver_preload([__name__])
+        _preload_requested = True
+    return ctx
+
+
+def _child_main(conn: Any, path: str, spec: FrameSpec, chunk_size: int, num_threads: int,
+                max_duration: float | None, max_pixels: int | None, fault: str | None) -> None:
+    """Child process: probe and decode, streaming ("info", ...), ("chunk", shape) + raw bytes, ("done",)."""
+    torch.set_num_threads(1)  # leave the cores to the parent, which encodes while this decodes
+    try:
+        if fault == "hang":
+            time.sleep(3600)
+        elif fault == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        info, reader = _open_reader(path, num_threads, max_duration, max_pixels)
+        conn.send(("info", asdict(info)))
+        for chunk in _iter_chunks(reader, info, spec, chunk_size, Path(path).name):
+            conn.send(("chunk", tuple(chunk.shape)))
+            conn.send_bytes(chunk.numpy().reshape(-1).view(np.uint8))
+        conn.send(("done",))
+    except VideoError as e:
+        conn.send(("error", type(e).__name__, e.message))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the parent stopped listening
+    except Exception as e:  # anything else the file provokes in the decoder is still the file's fault
+        conn.send(("error", "CorruptVideoError",
+                   f"{Path(path).name}: the decoder failed ({type(e).__name__}: {_first_line(e)}); re-encode it"))
+    finally:
+        conn.close()
+
+
+class IsolatedDecoder:
+    """Probe and decode a video in a child process; iterate to get ``(VideoInfo, chunk)`` pairs.
+
+    ``timeout_s`` bounds the total time spent waiting for the child (start-up excluded), so a slow consumer does
+    not count against the decoder; when it runs out the child is killed and :class:`DecodeTimeoutError` raised.
+    A child that crashes or exits abnormally gives :class:`CorruptVideoError`; errors raised in the child come back
+    with their own type, code and message. The child is killed and reaped on :meth:`close` (also called by the
+    context manager and when iteration ends or fails). Chunks arrive through a pipe; the child runs at most one
+    chunk ahead of the consumer.
+
+    ``_test_fault`` is a test-only hook: ``"hang"`` makes the child sleep, ``"crash"`` makes it die of SIGSEGV.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], spec: FrameSpec, *, timeout_s: float, chunk_size: int = 16,
+                 num_threads: int = 0, max_duration: float | None = None, max_pixels: int | None = None,
+                 start_method: str = "forkserver", _test_fault: Literal["hang", "crash"] | None = None) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.name = Path(path).name
+        self.timeout_s = float(timeout_s)
+        self._waited = 0.0
+        self._info: VideoInfo | None = None
+        ctx = _context(start_method)
+        self._conn, child_conn = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(
+            target=_child_main, name=f"video-decoder:{self.name}", daemon=True,
+            args=(child_conn, str(path), spec, chunk_size, num_threads, max_duration, max_pixels, _test_fault))
+        try:
+            self._proc.start()
+        finally:
+            child_conn.close()  # the child holds the write end now; its death then shows up as EOF here
+        self._pid = self._proc.pid
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the child (for monitoring and tests)."""
+        return self._pid
+
+    def __enter__(self) -> IsolatedDecoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill the child if it still runs, reap it and release the pipe; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._proc.is_alive():
+            self._proc.kill()  # nothing in the child is worth a graceful shutdown
+        self._proc.join(10)
+        self._conn.close()
+        if self._proc.exitcode is not None:
+            self._proc.close()
+
+    def _wait(self) -> None:
+        remaining = self.timeout_s - self._waited
+        started = time.monotonic()
+        ready = remaining > 0 and self._conn.poll(remaining)
+        self._waited += time.monotonic() - started
+        if not ready:
+            self.close()
+            raise DecodeTimeoutError(f"{self.name}: decoding took longer than {self.timeout_s:g} s; the file may "
+                                     f"be damaged or too long, try a shorter or re-encoded video")
+
+    def _crashed(self) -> CorruptVideoError:
+        self._proc.join(10)
+        code = self._proc.exitcode
+        if code is not None and code < 0:
+            how = f"was killed by {signal.Signals(-code).name}"
+            if -code == signal.SIGKILL:
+                how += " (possibly out of memory)"
+        else:
+            how = f"exited with status {code}"
+        self.close()
+        return CorruptVideoError(f"{self.name}: the decoder process {how} while reading the file; the video is "
+                                 f"probably damaged, re-encode it")
+
+    def _recv(self) -> tuple[Any, ...]:
+        self._wait()
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            raise self._crashed() from None
+
+    def __iter__(self) -> Iterator[tuple[VideoInfo, Tensor]]:
+        if self._closed:
+            raise RuntimeError("IsolatedDecoder is closed")
+        try:
+            while True:
+                msg = self._recv()
+                kind = msg[0]
+                if kind == "info":
+                    self._info = VideoInfo(**msg[1])
+                elif kind == "chunk":
+                    out = torch.empty(msg[1], dtype=torch.float32)
+                    self._wait()
+                    try:
+                        self._conn.recv_bytes_into(out.numpy().reshape(-1).view(np.uint8))
+                    except (EOFError, OSError):
+                        raise self._crashed() from None
+                    assert self._info is not None, "decoder sent frames before the video info"
+                    yield self._info, out
+                elif kind == "error":
+                    raise _ERROR_TYPES.get(msg[1], CorruptVideoError)(msg[2])
+                else:  # "done"
+                    return
+        finally:
+            self.close()
+
+
+def decode_in_subprocess(path: str | os.PathLike[str], spec: FrameSpec, timeout_s: float, chunk_size: int = 16,
+                         max_duration: float | None = None, max_pixels: int | None = None, num_threads: int = 0,
+                         **kwargs: Any) -> Iterator[tuple[VideoInfo, Tensor]]:
+    """:func:`iter_frames` run in a killable child process: yields ``(info, chunk)`` pairs in order.
+
+    See :class:`IsolatedDecoder` for the time limit and error handling; the child is cleaned up when the
+    generator finishes, fails, or is closed early (e.g. the consumer breaks out of the loop).
+    """
+    with IsolatedDecoder(path, spec, timeout_s=timeout_s, chunk_size=chunk_size, num_threads=num_threads,
+                         max_duration=max_duration, max_pixels=max_pixels, **kwargs) as decoder:
+        yield from decoder
