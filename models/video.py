@@ -298,14 +298,16 @@ def _preprocess(frames: Tensor, spec: FrameSpec) -> Tensor:
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
     out = torch.empty(n, 3, spec.size, spec.size)
-    for i in range(n):
-        # One frame at a time keeps only one full-resolution float frame alive; the (channels-last) layout is the
-        # one the script's permute produces, so interpolation sees the same tensor.
-        frame = frames[i : i + 1].permute(0, 3, 1, 2).float() / 255
+    # Convert a few frames at a time: at most DECODE_BUDGET_BYTES of full-resolution floats are alive (one call per
+    # frame would be slow for small frames, one call per chunk too big for 1080p ones).
+    step = max(1, DECODE_BUDGET_BYTES // (side * side * 3 * 4))
+    for at in range(0, n, step):
+        # permute gives the same (channels-last) layout as in the script, so interpolation sees the same tensor.
+        part = frames[at:at + step].permute(0, 3, 1, 2).float() / 255
         if side != spec.size:  # torchvision's resize returns the input unchanged when the size already matches
-            frame = F.interpolate(frame, size=(spec.size, spec.size), mode="bilinear", align_corners=False,
-                                  antialias=True)
-        out[i] = frame[0].sub(mean).div_(std)
+            part = F.interpolate(part, size=(spec.size, spec.size), mode="bilinear", align_corners=False,
+                                 antialias=True)
+        out[at:at + step] = part.sub_(mean).div_(std)
     return out
 
 

@@ -31,7 +31,6 @@ from models.video import (
     FrameSpec,
     IsolatedDecoder,
     NotAVideoError,
-    VideoError,
     VideoInfo,
     VideoLimitError,
     VideoNotFoundError,
@@ -52,6 +51,7 @@ def write_video(path: Path, width: int = 64, height: int = 48, frames: int = 30,
     with av.open(str(path), "w", format=fmt) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        sound = _audio_stream(container) if audio else None  # every stream must exist before muxing starts
         for i in range(frames):
             img = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
             img[:, (3 * i) % width] = 255
@@ -59,14 +59,18 @@ def write_video(path: Path, width: int = 64, height: int = 48, frames: int = 30,
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-        if audio:
-            _add_audio(container)
+        if sound is not None:
+            _write_silence(container, sound)
     return path
 
 
-def _add_audio(container: av.container.OutputContainer, blocks: int = 20) -> None:
+def _audio_stream(container: av.container.OutputContainer) -> av.AudioStream:
     stream = container.add_stream("aac", rate=44100)
     stream.layout = "mono"
+    return stream
+
+
+def _write_silence(container: av.container.OutputContainer, stream: av.AudioStream, blocks: int = 20) -> None:
     for k in range(blocks):
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
         frame.sample_rate, frame.pts = 44100, k * 1024
@@ -188,11 +192,11 @@ def _bad_file(kind: str, tmp_path: Path, good: Path) -> Path:
         with av.open(str(path), "w", format="matroska") as container:
             stream = container.add_stream("libx264", rate=10)
             stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-            _add_audio(container)
+            _write_silence(container, _audio_stream(container))
     elif kind == "audio_only":
         path = tmp_path / "audio_only.m4a"
         with av.open(str(path), "w", format="mp4") as container:
-            _add_audio(container)
+            _write_silence(container, _audio_stream(container))
     elif kind in ("text", "text_txt"):  # FFmpeg would read a .txt file as ANSI art "video"
         path = tmp_path / ("notes.txt" if kind == "text_txt" else "notes.mp4")
         path.write_text("this is not a video\n" * 50)

@@ -1,0 +1,70 @@
+"""One object bundling where everything lives: Redis (shared by every process) or memory (embedded mode)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from .chunks import ChunkStore, DirChunkStore, FeatureCache, MemoryChunkStore, RedisChunkStore, VideoBlobs
+from .keys import Keys
+from .metrics import CACHE_CORRUPT
+from .queue import JobQueue, MemoryJobQueue, RedisJobQueue
+from .settings import Settings
+from .state import MemoryState, RedisState, State
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Backend:
+    """The queue, the records, the feature cache and the uploaded videos of one deployment."""
+
+    kind: str  # "redis" | "memory"
+    keys: Keys
+    state: State
+    queue: JobQueue
+    features: FeatureCache
+    videos: VideoBlobs
+    client: redis.Redis | None = None
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+def redis_client(url: str, timeout_s: float) -> redis.Redis:
+    """A client that fails fast: Redis down must give a quick 503, not a hang or minutes of retries."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),  # one retry: a stale pooled connection reconnects
+        health_check_interval=30,
+        protocol=2,
+    )
+
+
+def open_backend(settings: Settings, *, read_timeout_s: float | None = None) -> Backend:
+    """Redis when ``REDIS_URL`` is set, else memory (embedded mode). Connects lazily: never fails here."""
+    keys = Keys(settings.key_prefix)
+    if settings.redis_url is None:
+        state: State = MemoryState()
+        features_store: ChunkStore = MemoryChunkStore(settings.chunk_bytes, settings.memory_cache_bytes,
+                                                      on_corrupt=lambda *_: state.add_metrics({CACHE_CORRUPT: 1}))
+        root = Path(settings.upload_dir or tempfile.gettempdir()) / f"r2-videos-{settings.key_prefix}"
+        blob_store: ChunkStore = DirChunkStore(root, settings.chunk_bytes)
+        return Backend("memory", keys, state, MemoryJobQueue(settings.max_queue_length),
+                       FeatureCache(features_store, keys, settings.feature_ttl_s),
+                       VideoBlobs(blob_store, keys, settings.video_ttl_s))
+    client = redis_client(settings.redis_url, read_timeout_s or settings.redis_timeout_s)
+    state = RedisState(client, keys)
+    store = RedisChunkStore(client, settings.chunk_bytes, on_corrupt=lambda *_: state.add_metrics({CACHE_CORRUPT: 1}))
+    return Backend("redis", keys, state, RedisJobQueue(client, keys, settings.max_queue_length),
+                   FeatureCache(store, keys, settings.feature_ttl_s), VideoBlobs(store, keys, settings.video_ttl_s),
+                   client=client)
