@@ -24,9 +24,10 @@ import math
 import multiprocessing as mp
 import os
 import re
+import resource
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -53,7 +54,7 @@ DECODE_BUDGET_BYTES = 64 << 20
 _CONTAINER_SIGNATURES: tuple[tuple[int, bytes], ...] = (
     (4, b"ftyp"), (4, b"moov"), (4, b"mdat"), (4, b"free"), (4, b"wide"), (4, b"skip"),  # MP4 / MOV / 3GP
     (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM
-    (0, b"RIFF"),  # AVI
+    (8, b"AVI "),  # RIFF/AVI
     (0, b"FLV"),
     (0, b"OggS"),
     (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"),  # ASF / WMV
@@ -64,8 +65,9 @@ _CONTAINER_SIGNATURES: tuple[tuple[int, bytes], ...] = (
 _REJECTED_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf", "image2", "hls", "concat", "dash", "sdp", "rtp",
                                "rtsp", "mpjpeg", "ffmetadata"})
 
-
+# decord prefixes its messages with "[hh:mm:ss] /path/to/file.cc:line: " (possibly several times).
 _DECORD_PREFIX = re.compile(r"(\[[0-9:]+\] \S+:\d+: )+")
+
 
 # ------------------------------------------------------------------------------------------------------ errors
 
@@ -207,8 +209,9 @@ def _check_file(path: Path) -> None:
         raise EmptyVideoError(f"{path.name}: the file is empty (0 bytes); the upload or copy probably failed")
 
 
-def _probe_stream(path: Path) -> tuple[int, int]:
-    """Check with PyAV (headers and one packet) that the file has a decodable video stream; returns (w, h)."""
+def _probe_stream(path: Path) -> tuple[int, int, int]:
+    """Check with PyAV that the file has a video stream that decodes; returns (width, height, rotation) of the
+    first frame as stored, with rotation the display rotation in degrees counter-clockwise (0, 90, 180, 270)."""
     name = path.name
     try:
         # Only local files: a playlist must not make FFmpeg open URLs or other files.
@@ -217,18 +220,21 @@ def _probe_stream(path: Path) -> tuple[int, int]:
             if fmt in _REJECTED_FORMATS or fmt.endswith("_pipe"):
                 kind = "an image" if ("image" in fmt or fmt.endswith("_pipe")) else f"a {fmt!r} file"
                 raise NotAVideoError(f"{name}: this is {kind}, not a video; upload a video file (e.g. MP4/H.264)")
-            streams = [s for s in container.streams.video
-                       if not s.disposition & av.stream.Disposition.attached_pic]  # cover art is no video
-            if not streams:
+            stream = _video_stream(container)
+            if stream is None:
                 what = "only audio" if container.streams.audio else "no video stream"
                 raise NotAVideoError(f"{name}: the file contains {what}; upload a file with a video track")
-            stream = streams[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
-            if not any(packet.size for packet in container.demux(stream)):
+            packets, first = 0, None
+            for packet in container.demux(stream):  # the last (empty) packet flushes the decoder
+                packets += bool(packet.size)
+                first = next(iter(packet.decode()), None)
+                if first is not None:
+                    break
+            if first is None and packets == 0:
                 raise EmptyVideoError(f"{name}: the video stream has no frames; upload a video with content")
-            if width <= 0 or height <= 0:
-                raise CorruptVideoError(f"{name}: the video stream has no valid frame size; re-encode the video")
-            return width, height
+            if first is None or first.width <= 0 or first.height <= 0:
+                raise CorruptVideoError(f"{name}: no frame of the video stream can be decoded; re-encode the video")
+            return first.width, first.height, round(first.rotation) % 360
     except VideoError:
         raise
     except av.error.FileNotFoundError:
@@ -240,12 +246,64 @@ def _probe_stream(path: Path) -> tuple[int, int]:
         raise NotAVideoError(f"{name}: not a recognised video format; upload a video file (e.g. MP4/H.264)") from None
 
 
+def _video_stream(container: Any) -> Any:
+    """The first video stream that is not cover art."""
+    return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
+
+
+# Reads the frames at the given non-decreasing indices as an (n, H, W, 3) uint8 RGB tensor, upright.
+FrameFetcher = Callable[[list[int]], Tensor]
+
+
+def _decord_fetcher(reader: decord.VideoReader) -> FrameFetcher:
+    def fetch(indices: list[int]) -> Tensor:
+        batch = reader.get_batch(indices)
+        frames = torch.utils.dlpack.from_dlpack(batch.to_dlpack())  # zero-copy
+        # decord reads packets ahead of its decoding thread, which keeps turning them into RGB frames after
+        # get_batch returns (measured: +1.4 GB for an idle 720p reader). A seek stops that thread and drops its
+        # queues; the next get_batch seeks accurately anyway.
+        reader.seek(0)
+        return frames
+
+    return fetch
+
+
+class _SequentialFetcher:
+    """PyAV fallback for videos shown rotated by 90/270 degrees, on which decord 0.6 fails (so the official script
+    cannot read them): decodes forward once, keeps the frames at the requested indices (presentation order, as
+    decord counts) and applies the display rotation as decord does for 180 degrees."""
+
+    def __init__(self, path: Path, rotation: int, num_threads: int) -> None:
+        self._container = av.open(str(path), options={"protocol_whitelist": "file"})
+        stream = _video_stream(self._container)
+        stream.thread_type = "AUTO"
+        if num_threads > 0:
+            stream.codec_context.thread_count = num_threads
+        self._frames = self._container.decode(stream)
+        self._turns = rotation // 90  # np.rot90 turns counter-clockwise
+        self._pos, self._last = -1, None
+
+    def __call__(self, indices: list[int]) -> Tensor:
+        out = []
+        for index in indices:
+            while self._pos < index:
+                frame = next(self._frames, None)
+                if frame is None:
+                    raise IndexError(f"the stream ended at frame {self._pos + 1}")
+                self._pos, self._last = self._pos + 1, frame
+            out.append(np.rot90(self._last.to_ndarray(format="rgb24"), self._turns))
+        return torch.from_numpy(np.ascontiguousarray(np.stack(out)))
+
+    def close(self) -> None:
+        self._container.close()
+
+
 def _open_reader(path: str | os.PathLike[str], num_threads: int = 0, max_duration: float | None = None,
-                 max_pixels: int | None = None) -> tuple[VideoInfo, decord.VideoReader]:
-    """Validate the file, apply the limits, and open the decord reader the frames come from."""
+                 max_pixels: int | None = None) -> tuple[VideoInfo, FrameFetcher]:
+    """Validate the file, apply the limits, and open the reader the frames come from (decord, as the script)."""
     path = Path(path)
     _check_file(path)
-    width, height = _probe_stream(path)
+    width, height, rotation = _probe_stream(path)
     if max_pixels is not None and width * height > max_pixels:
         raise VideoLimitError(f"{path.name}: resolution {width}x{height} is above the limit of {max_pixels} pixels "
                               f"per frame; downscale the video and try again")
@@ -262,12 +320,17 @@ def _open_reader(path: str | os.PathLike[str], num_threads: int = 0, max_duratio
         raise EmptyVideoError(f"{path.name}: the video stream has no frames; upload a video with content")
     if not (math.isfinite(avg_fps) and avg_fps > 0):
         raise CorruptVideoError(f"{path.name}: the video has no valid frame rate ({avg_fps}); re-encode it")
+    if rotation in (90, 270):  # frames come out upright, so width and height swap
+        width, height = height, width
     info = VideoInfo(num_frames=num_frames, avg_fps=avg_fps, width=width, height=height,
                      duration=num_frames / avg_fps)
     if max_duration is not None and info.duration > max_duration:
         raise VideoLimitError(f"{path.name}: the video is {info.duration:.1f} s long, above the limit of "
                               f"{max_duration:g} s; trim it and try again")
-    return info, reader
+    if rotation in (90, 270):
+        del reader  # frame count and rate still come from decord, the frames from PyAV
+        return info, _SequentialFetcher(path, rotation, num_threads)
+    return info, _decord_fetcher(reader)
 
 
 def _first_line(e: BaseException) -> str:
@@ -311,7 +374,7 @@ def _preprocess(frames: Tensor, spec: FrameSpec) -> Tensor:
     return out
 
 
-def _iter_chunks(reader: decord.VideoReader, info: VideoInfo, spec: FrameSpec, chunk_size: int,
+def _iter_chunks(fetch: FrameFetcher, info: VideoInfo, spec: FrameSpec, chunk_size: int,
                  name: str) -> Iterator[Tensor]:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -322,13 +385,12 @@ def _iter_chunks(reader: decord.VideoReader, info: VideoInfo, spec: FrameSpec, c
         parts = []
         for at in range(0, len(wanted), per_call):
             try:
-                batch = reader.get_batch(wanted[at:at + per_call])
-                frames = torch.utils.dlpack.from_dlpack(batch.to_dlpack())  # zero-copy (n, H, W, 3) uint8
-            except (decord.DECORDError, RuntimeError, IndexError, ValueError) as e:
+                frames = fetch(wanted[at:at + per_call])
+            except (decord.DECORDError, av.error.FFmpegError, RuntimeError, IndexError, ValueError) as e:
                 raise CorruptVideoError(f"{name}: decoding failed near frame {wanted[at]} of {info.num_frames} "
                                         f"({_first_line(e)}); the file is damaged or truncated, re-encode it") from None
             parts.append(_preprocess(frames, spec))
-            del batch, frames
+            del frames
         yield parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
@@ -340,8 +402,12 @@ def iter_frames(path: str | os.PathLike[str], spec: FrameSpec, chunk_size: int =
     ``max_duration`` (seconds) and ``max_pixels`` (width x height) raise :class:`VideoLimitError` before decoding.
     Runs in this process: use :func:`decode_in_subprocess` for untrusted files.
     """
-    info, reader = _open_reader(path, num_threads, max_duration, max_pixels)
-    yield from _iter_chunks(reader, info, spec, chunk_size, Path(path).name)
+    info, fetch = _open_reader(path, num_threads, max_duration, max_pixels)
+    try:
+        yield from _iter_chunks(fetch, info, spec, chunk_size, Path(path).name)
+    finally:
+        if isinstance(fetch, _SequentialFetcher):
+            fetch.close()
 
 
 def load_frames(path: str | os.PathLike[str], spec: FrameSpec, **kwargs: Any) -> Tensor:
@@ -351,6 +417,9 @@ def load_frames(path: str | os.PathLike[str], spec: FrameSpec, **kwargs: Any) ->
 
 # ------------------------------------------------------------------------------------------------ isolation
 
+# Waiting for a child to start is not counted against the decode time limit (a spawned child imports torch).
+STARTUP_TIMEOUT_S = 120.0
+
 _preload_requested = False
 
 
@@ -359,7 +428,8 @@ def _context(start_method: str) -> Any:
     ctx = mp.get_context(start_method)
     if start_method == "forkserver" and not _preload_requested:
         # Children fork from a server that has already imported torch and the decoders (importing torch takes
-        # seconds); only effective if the server is not running yet.
+        # seconds); only effective if the server is not running yet (a service may start it earlier with its own
+        # preload list, which should include this module).
         ctx.set_forkserver_preload([__name__])
         _preload_requested = True
     return ctx
@@ -367,40 +437,54 @@ def _context(start_method: str) -> Any:
 
 def _child_main(conn: Any, path: str, spec: FrameSpec, chunk_size: int, num_threads: int,
                 max_duration: float | None, max_pixels: int | None, fault: str | None) -> None:
-    """Child process: probe and decode, streaming ("info", ...), ("chunk", shape) + raw bytes, ("done",)."""
+    """Child process. Messages: ("ready",), ("info", fields), then per chunk ("chunk", shape) followed by the raw
+    float32 bytes, and finally ("done", peak RSS bytes) or ("error", type name, message)."""
     torch.set_num_threads(1)  # leave the cores to the parent, which encodes while this decodes
     try:
+        conn.send(("ready",))
         if fault == "hang":
             time.sleep(3600)
         elif fault == "crash":
             os.kill(os.getpid(), signal.SIGSEGV)
-        info, reader = _open_reader(path, num_threads, max_duration, max_pixels)
+        info, fetch = _open_reader(path, num_threads, max_duration, max_pixels)
         conn.send(("info", asdict(info)))
-        for chunk in _iter_chunks(reader, info, spec, chunk_size, Path(path).name):
+        for chunk in _iter_chunks(fetch, info, spec, chunk_size, Path(path).name):
             conn.send(("chunk", tuple(chunk.shape)))
             conn.send_bytes(chunk.numpy().reshape(-1).view(np.uint8))
-        conn.send(("done",))
-    except VideoError as e:
-        conn.send(("error", type(e).__name__, e.message))
+        conn.send(("done", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent stopped listening
+    except VideoError as e:
+        _send_quietly(conn, ("error", type(e).__name__, e.message))
     except Exception as e:  # anything else the file provokes in the decoder is still the file's fault
-        conn.send(("error", "CorruptVideoError",
-                   f"{Path(path).name}: the decoder failed ({type(e).__name__}: {_first_line(e)}); re-encode it"))
+        _send_quietly(conn, ("error", "CorruptVideoError",
+                             f"{Path(path).name}: the decoder failed ({type(e).__name__}: {_first_line(e)}); "
+                             f"re-encode it"))
     finally:
         conn.close()
 
 
+def _send_quietly(conn: Any, msg: tuple[Any, ...]) -> None:
+    try:
+        conn.send(msg)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the parent stopped listening
+
+
 class IsolatedDecoder:
-    """Probe and decode a video in a child process; iterate to get ``(VideoInfo, chunk)`` pairs.
+    """Probe and decode a video in a child process; iterate to get ``(VideoInfo, chunk)`` pairs in order.
 
-    ``timeout_s`` bounds the total time spent waiting for the child (start-up excluded), so a slow consumer does
-    not count against the decoder; when it runs out the child is killed and :class:`DecodeTimeoutError` raised.
-    A child that crashes or exits abnormally gives :class:`CorruptVideoError`; errors raised in the child come back
-    with their own type, code and message. The child is killed and reaped on :meth:`close` (also called by the
-    context manager and when iteration ends or fails). Chunks arrive through a pipe; the child runs at most one
-    chunk ahead of the consumer.
+    * ``timeout_s`` bounds the total time spent waiting for the child once it runs (its start-up is excluded, and
+      so is the consumer's own time between chunks); when it runs out the child is killed and
+      :class:`DecodeTimeoutError` raised.
+    * A child that crashes or exits abnormally gives :class:`CorruptVideoError`; errors raised in the child come
+      back with their own type, code and message. A child that cannot start at all raises ``RuntimeError``
+      (an environment problem, not the file's).
+    * The child is killed and reaped by :meth:`close`, which runs when iteration ends, fails or is abandoned, and
+      on leaving a ``with`` block. Chunks come through a pipe; the child runs at most one chunk ahead.
 
+    The default ``"forkserver"`` start method forks children from a server that preloads this module; as with any
+    non-fork start method, a script using this must guard its entry point (``if __name__ == "__main__":``).
     ``_test_fault`` is a test-only hook: ``"hang"`` makes the child sleep, ``"crash"`` makes it die of SIGSEGV.
     """
 
@@ -413,7 +497,9 @@ class IsolatedDecoder:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.name = Path(path).name
         self.timeout_s = float(timeout_s)
+        self.child_max_rss: int | None = None  # bytes, reported by a child that finished normally
         self._waited = 0.0
+        self._started = False
         self._info: VideoInfo | None = None
         ctx = _context(start_method)
         self._conn, child_conn = ctx.Pipe(duplex=False)
@@ -450,35 +536,53 @@ class IsolatedDecoder:
         if self._proc.exitcode is not None:
             self._proc.close()
 
-    def _wait(self) -> None:
-        remaining = self.timeout_s - self._waited
-        started = time.monotonic()
-        ready = remaining > 0 and self._conn.poll(remaining)
-        self._waited += time.monotonic() - started
-        if not ready:
-            self.close()
-            raise DecodeTimeoutError(f"{self.name}: decoding took longer than {self.timeout_s:g} s; the file may "
-                                     f"be damaged or too long, try a shorter or re-encoded video")
+    def _poll(self) -> None:
+        """Wait for the next message within the remaining time, or kill the child and raise."""
+        limit = self.timeout_s - self._waited if self._started else STARTUP_TIMEOUT_S
+        began = time.monotonic()
+        ready = limit > 0 and self._conn.poll(limit)
+        if self._started:
+            self._waited += time.monotonic() - began
+        if ready:
+            return
+        self.close()
+        if not self._started:
+            raise RuntimeError(f"the video decoder process did not start within {STARTUP_TIMEOUT_S:g} s")
+        raise DecodeTimeoutError(f"{self.name}: decoding took longer than {self.timeout_s:g} s; the file may be "
+                                 f"damaged or too long, try a shorter or re-encoded video")
 
-    def _crashed(self) -> CorruptVideoError:
+    def _failure(self) -> Exception:
+        """The error for a child that went away without saying why (crash, kill, failed start)."""
         self._proc.join(10)
         code = self._proc.exitcode
+        self.close()
+        if not self._started:
+            return RuntimeError(f"the video decoder process failed to start (exit status {code}); a script must "
+                                f"guard its entry point with `if __name__ == '__main__':`")
         if code is not None and code < 0:
             how = f"was killed by {signal.Signals(-code).name}"
             if -code == signal.SIGKILL:
                 how += " (possibly out of memory)"
         else:
             how = f"exited with status {code}"
-        self.close()
         return CorruptVideoError(f"{self.name}: the decoder process {how} while reading the file; the video is "
                                  f"probably damaged, re-encode it")
 
     def _recv(self) -> tuple[Any, ...]:
-        self._wait()
+        self._poll()
         try:
             return self._conn.recv()
         except (EOFError, OSError):
-            raise self._crashed() from None
+            raise self._failure() from None
+
+    def _recv_chunk(self, shape: tuple[int, ...]) -> Tensor:
+        out = torch.empty(shape, dtype=torch.float32)
+        self._poll()
+        try:
+            self._conn.recv_bytes_into(out.numpy().reshape(-1).view(np.uint8))
+        except (EOFError, OSError):
+            raise self._failure() from None
+        return out
 
     def __iter__(self) -> Iterator[tuple[VideoInfo, Tensor]]:
         if self._closed:
@@ -486,21 +590,18 @@ class IsolatedDecoder:
         try:
             while True:
                 msg = self._recv()
-                kind = msg[0]
-                if kind == "info":
+                if msg[0] == "ready":
+                    self._started = True
+                elif msg[0] == "info":
                     self._info = VideoInfo(**msg[1])
-                elif kind == "chunk":
-                    out = torch.empty(msg[1], dtype=torch.float32)
-                    self._wait()
-                    try:
-                        self._conn.recv_bytes_into(out.numpy().reshape(-1).view(np.uint8))
-                    except (EOFError, OSError):
-                        raise self._crashed() from None
+                elif msg[0] == "chunk":
+                    chunk = self._recv_chunk(msg[1])
                     assert self._info is not None, "decoder sent frames before the video info"
-                    yield self._info, out
-                elif kind == "error":
+                    yield self._info, chunk
+                elif msg[0] == "error":
                     raise _ERROR_TYPES.get(msg[1], CorruptVideoError)(msg[2])
                 else:  # "done"
+                    self.child_max_rss = msg[1]
                     return
         finally:
             self.close()
@@ -511,8 +612,8 @@ def decode_in_subprocess(path: str | os.PathLike[str], spec: FrameSpec, timeout_
                          **kwargs: Any) -> Iterator[tuple[VideoInfo, Tensor]]:
     """:func:`iter_frames` run in a killable child process: yields ``(info, chunk)`` pairs in order.
 
-    See :class:`IsolatedDecoder` for the time limit and error handling; the child is cleaned up when the
-    generator finishes, fails, or is closed early (e.g. the consumer breaks out of the loop).
+    See :class:`IsolatedDecoder` for the time limit and error handling (``kwargs`` go to it); the child is
+    cleaned up when the generator finishes, fails, or is closed early (e.g. the consumer breaks out of the loop).
     """
     with IsolatedDecoder(path, spec, timeout_s=timeout_s, chunk_size=chunk_size, num_threads=num_threads,
                          max_duration=max_duration, max_pixels=max_pixels, **kwargs) as decoder:

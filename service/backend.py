@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,13 @@ class Backend:
     features: FeatureCache
     videos: VideoBlobs
     client: redis.Redis | None = None
+    scratch: Path | None = None  # embedded mode: the folder of uploaded videos, removed on close
 
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def redis_client(url: str, timeout_s: float) -> redis.Redis:
@@ -57,11 +61,14 @@ def open_backend(settings: Settings, *, read_timeout_s: float | None = None) -> 
         state: State = MemoryState()
         features_store: ChunkStore = MemoryChunkStore(settings.chunk_bytes, settings.memory_cache_bytes,
                                                       on_corrupt=lambda *_: state.add_metrics({CACHE_CORRUPT: 1}))
-        root = Path(settings.upload_dir or tempfile.gettempdir()) / f"r2-videos-{settings.key_prefix}"
+        # The records live in this process only, so the videos go with it: a folder of its own.
+        if settings.upload_dir is not None:
+            settings.upload_dir.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="r2-videos-", dir=settings.upload_dir))
         blob_store: ChunkStore = DirChunkStore(root, settings.chunk_bytes)
         return Backend("memory", keys, state, MemoryJobQueue(settings.max_queue_length),
                        FeatureCache(features_store, keys, settings.feature_ttl_s),
-                       VideoBlobs(blob_store, keys, settings.video_ttl_s))
+                       VideoBlobs(blob_store, keys, settings.video_ttl_s), scratch=root)
     client = redis_client(settings.redis_url, read_timeout_s or settings.redis_timeout_s)
     state = RedisState(client, keys)
     store = RedisChunkStore(client, settings.chunk_bytes, on_corrupt=lambda *_: state.add_metrics({CACHE_CORRUPT: 1}))

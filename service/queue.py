@@ -35,7 +35,7 @@ class Delivery:
     entry_id: str
     job: Job | None
     reclaimed: bool = False
-    raw: bytes | None = field(default=None, repr=False)
+    raw: bytes | str | None = field(default=None, repr=False)  # the payload as stored, for release()
 
 
 def _parse(entry_id: str, fields: dict, reclaimed: bool) -> Delivery:
@@ -45,7 +45,7 @@ def _parse(entry_id: str, fields: dict, reclaimed: bool) -> Delivery:
     except ValidationError as err:
         log.error("dropping queue entry %s: its payload is not a job (%s)", entry_id, err)
         job = None
-    return Delivery(entry_id, job, reclaimed, raw if isinstance(raw, bytes) else None)
+    return Delivery(entry_id, job, reclaimed, raw)
 
 
 class JobQueue(ABC):
@@ -77,6 +77,10 @@ class JobQueue(ABC):
     @abstractmethod
     def ack(self, entry_id: str) -> None:
         """The job is finished (answered or failed for good): remove it."""
+
+    @abstractmethod
+    def release(self, deliveries: list[Delivery]) -> None:
+        """Give jobs back unrun so any worker can take them (a worker keeps only what it runs next)."""
 
     def check_capacity(self) -> None:
         """Raise :class:`QueueFull` before any work is done for a request that would enqueue a job."""
@@ -168,6 +172,19 @@ class RedisJobQueue(JobQueue):
         pipe.xdel(self.keys.jobs, entry_id)
         pipe.execute()
 
+    def release(self, deliveries: list[Delivery]) -> None:
+        # Re-added as new entries (at the end of the stream) and the taken ones removed, in one transaction:
+        # the job is never lost nor doubled, and the stream length (the queue length) does not change.
+        if not deliveries:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for d in deliveries:
+            if d.raw is not None:
+                pipe.xadd(self.keys.jobs, {"job": d.raw})
+            pipe.xack(self.keys.jobs, JOB_GROUP, d.entry_id)
+            pipe.xdel(self.keys.jobs, d.entry_id)
+        pipe.execute()
+
 
 def _sid(entry_id: bytes | str) -> str:
     return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -234,6 +251,14 @@ class MemoryJobQueue(JobQueue):
     def ack(self, entry_id: str) -> None:
         with self._cond:
             self._claims.pop(entry_id, None)
+
+    def release(self, deliveries: list[Delivery]) -> None:
+        with self._cond:
+            for d in reversed(deliveries):  # back at the front, in their order
+                claim = self._claims.pop(d.entry_id, None)
+                if claim is not None:
+                    self._waiting.appendleft((d.entry_id, claim[1]))
+            self._cond.notify_all()
 
     def wake(self) -> None:
         """Wake consumers blocked in :meth:`take` (shutdown)."""

@@ -7,7 +7,7 @@ and reads back :class:`JobRecord` / :class:`VideoRecord`; the worker fills them.
 from __future__ import annotations
 
 import time
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 VIDEO_ID_EXAMPLE = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Where a video or a job stands.
 
     ``queued``: waiting for a worker. ``processing``: a worker is on it (a video: decoding and encoding;
@@ -33,14 +33,14 @@ class Status(str, Enum):
         return self in (Status.ready, Status.failed)
 
 
-class JobKind(str, Enum):
+class JobKind(StrEnum):
     """``encode``: decode and encode an uploaded video into the feature cache. ``ground``: answer queries."""
 
     encode = "encode"
     ground = "ground"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """What a ground job returns: moments, a highlight curve, or a budgeted summary."""
 
     moments = "moments"
@@ -256,6 +256,8 @@ class WorkerModel(BaseModel):
     """A worker's view of one configured model (part of its heartbeat)."""
 
     loaded: bool
+    loading: bool = False
+    """The worker is still loading it (not an error yet)."""
     feature_id: str | None = None
     missing_files: list[str] = []
     message: str | None = None

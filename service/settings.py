@@ -7,6 +7,7 @@ subprocess; nothing else reads ``os.environ``. Validators refuse values that wou
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +33,7 @@ class Settings(BaseSettings):
     """The service's configuration; every limit lives here, none is buried in a method."""
 
     model_config = SettingsConfigDict(env_prefix="R2_", extra="ignore", frozen=True, validate_by_name=True,
-                                      validate_by_alias=True)
+                                      validate_by_alias=True, use_attribute_docstrings=True)
 
     # --- where things live ------------------------------------------------------------------------------------
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "R2_REDIS_URL", "redis_url"))
@@ -59,7 +60,9 @@ class Settings(BaseSettings):
 
     # --- HTTP ---------------------------------------------------------------------------------------------------
     host: str = "127.0.0.1"
+    """Address ``r2tuning serve`` binds (0.0.0.0 in containers)."""
     port: int = Field(8000, ge=1, le=65535)
+    """Port ``r2tuning serve`` listens on."""
     api_keys: Annotated[list[SecretStr], NoDecode] = []
     """Accepted API keys (comma-separated); empty = no authentication. Sent as ``Authorization: Bearer <key>``
     or ``X-API-Key``. Health routes never need one."""
@@ -70,9 +73,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(512 * MiB, ge=1 * KiB, le=16 * GiB)
     """Largest accepted video; enforced while the body streams in (413), chunked uploads included."""
     max_duration_s: float = Field(3600.0, gt=0, le=24 * 3600)
-    """Longest accepted video (422 ``video_too_long``)."""
+    """Longest accepted video in seconds (422 ``video_too_large``)."""
     max_pixels: int = Field(3840 * 2160, ge=64 * 64, le=16384 * 16384)
-    """Largest accepted frame, width x height (422 ``resolution_too_high``)."""
+    """Largest accepted frame, width x height (422 ``video_too_large``)."""
     max_queries: int = Field(32, ge=1, le=1024)
     """Queries per request (422 ``too_many_queries``)."""
     max_query_chars: int = Field(512, ge=1, le=16384)
@@ -80,6 +83,7 @@ class Settings(BaseSettings):
     max_queue_length: int = Field(1000, ge=1, le=1_000_000)
     """Jobs waiting or running; beyond it requests get 429 with Retry-After."""
     queue_full_retry_after_s: int = Field(5, ge=1, le=3600)
+    """Retry-After (seconds) sent with 429."""
     decode_timeout_s: float = Field(600.0, gt=0, le=24 * 3600)
     """Wall-clock limit of one video's decoding child process."""
 
@@ -105,7 +109,7 @@ class Settings(BaseSettings):
     """After the first job arrives, how long to wait for more to batch with it."""
     job_max_attempts: int = Field(3, ge=1, le=20)
     """Deliveries of one job before it ends as ``failed`` (a worker died on it each time)."""
-    visibility_timeout_s: float = Field(60.0, ge=1, le=24 * 3600)
+    visibility_timeout_s: float = Field(60.0, ge=0.1, le=24 * 3600)
     """A job whose worker stopped refreshing its claim for this long is taken over by another worker."""
     heartbeat_interval_s: float = Field(5.0, gt=0, le=600)
     """How often a worker refreshes its heartbeat key and the claims of the jobs it runs."""
@@ -116,13 +120,14 @@ class Settings(BaseSettings):
     chunk_bytes: int = Field(8 * MiB, ge=1 * KiB, le=64 * MiB)
     """Size of one Redis value for features and video bytes (Redis refuses values over 512 MB)."""
     worker_id: str | None = None
-    """Name in heartbeats and logs; default host-pid."""
+    """Name in heartbeats and logs; default ``<host>-<pid>-<random>``."""
     redis_timeout_s: float = Field(2.0, gt=0, le=60)
     """Connect/read timeout of the API's Redis calls: Redis down -> 503 within about this time."""
     test_job_delay_s: float = Field(0.0, ge=0, le=600)
     """TEST ONLY: the worker sleeps this long inside each job that decodes a video (after the cache miss,
     before decoding) so tests can kill it mid-job. Never set in production."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of the API and the workers."""
 
     # ------------------------------------------------------------------------------------------------ validators
 
@@ -203,3 +208,8 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read from the environment once."""
     return Settings()
+
+
+def configure_logging(level: str) -> None:
+    """One log format for the API and the workers (``R2_LOG_LEVEL``)."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

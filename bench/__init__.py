@@ -1,0 +1,1 @@
+"""Benchmark harness (``r2tuning bench`` / ``python -m bench.run``): see docs/performance.md."""
