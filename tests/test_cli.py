@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from models.video import FrameSpec, load_frames, probe_video
+
 from engine_helpers import tiny_grounder, tiny_paths
 from fixture_sets import fixture_path, read_listing
-from models.video import FrameSpec, load_frames, probe_video
 
 
 def _a_fixture_video() -> str:
