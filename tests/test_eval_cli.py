@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import torch
 
-from engine_helpers import tiny_grounder, tiny_paths
 from models.evaluation import evaluate_grounding
+
+from engine_helpers import tiny_grounder, tiny_paths
 
 
 def test_eval_on_features(tmp_path) -> None:
