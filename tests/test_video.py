@@ -255,7 +255,9 @@ def test_bad_files_raise_typed_errors(kind, tmp_path, clip_mp4):
     # Through the child process: same type, code and message.
     with pytest.raises(BAD_FILES[kind]) as isolated:
         list(decode_in_subprocess(path, spec, timeout_s=TIMEOUT))
-    assert isolated.value.code == err.code and str(isolated.value) == str(err)
+    assert isolated.value.code == err.code and str(isolated.value).startswith(path.name + ":")
+    if kind != "corrupt":  # the decoder's own detail for damaged data can vary from run to run
+        assert str(isolated.value) == str(err)
 
 
 def test_truncated_faststart_mp4(tmp_path):
