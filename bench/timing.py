@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from torch import Tensor
@@ -39,29 +40,24 @@ def median_of(runs: list[dict], key: str) -> float:
 
 def timed_encode_file(grounder: Grounder, path: str | Path, timeout_s: float = 1800.0,
                       chunk_size: int = 16) -> tuple[dict[str, float], Tensor, VideoInfo]:
-    """Run the engine's own ``Grounder.encode_file`` and split its time.
+    """Run the engine's own ``Grounder.encode_file`` and split its time with its stage hook.
 
-    ``encode_s`` is the time spent inside ``encode_video`` (CLIP on the chunks, timed by wrapping the method on
-    this instance); the rest of ``total_s`` is waiting for the isolated decoder (decode that did not overlap with
-    encoding) plus the hand-over of chunks.
+    ``encode_s`` is the time spent encoding chunks (CLIP); ``decode_wait_s`` is the time spent waiting for the
+    isolated decoder (decode that did not overlap with encoding, plus the hand-over of chunks).
     """
-    spent = [0.0]
-    original = grounder.encode_video
+    spent: dict[str, float] = {"decode": 0.0, "encode": 0.0}
 
-    def encode_video(frames, *args, **kwargs):
+    @contextlib.contextmanager
+    def stage(name: str) -> Iterator[None]:
         started = time.perf_counter()
         try:
-            return original(frames, *args, **kwargs)
+            yield
         finally:
-            spent[0] += time.perf_counter() - started
+            spent[name] += time.perf_counter() - started
 
-    grounder.encode_video = encode_video  # type: ignore[method-assign]
-    try:
-        started = time.perf_counter()
-        info, features = grounder.encode_file(path, timeout_s=timeout_s, chunk_size=chunk_size)
-        total = time.perf_counter() - started
-    finally:
-        del grounder.encode_video  # back to the class's method
+    started = time.perf_counter()
+    info, features = grounder.encode_file(path, timeout_s=timeout_s, chunk_size=chunk_size, stage=stage)
+    total = time.perf_counter() - started
     frames = features.shape[1]
-    return dict(total_s=total, encode_s=spent[0], decode_wait_s=total - spent[0], frames=frames,
+    return dict(total_s=total, encode_s=spent["encode"], decode_wait_s=total - spent["encode"], frames=frames,
                 frames_per_s=frames / total, video_seconds=info.duration), features, info

@@ -15,6 +15,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,7 +27,7 @@ from .checkpoint import load_r2_checkpoint
 from .clip import ClipTowers, load_clip
 from .postprocess import NmsConfig, postprocess_boundaries, select_moments, summarize
 from .r2 import R2Tuning, RawOutput, VideoState
-from .video import FrameSpec, VideoInfo, decode_in_subprocess
+from .video import EmptyVideoError, FrameSpec, VideoInfo, decode_in_subprocess
 from .zoo import ModelSpec, checkpoint_dir, ensure_checkpoint
 
 # Bump when frame sampling / resizing / normalisation changes: it invalidates every cached feature.
@@ -163,19 +164,32 @@ class Grounder:
 
     def encode_file(self, path: str | Path, *, timeout_s: float = 600.0, max_duration: float | None = None,
                     max_pixels: int | None = None, progress: Callable[[float], None] | None = None,
-                    chunk_size: int = 16) -> tuple[VideoInfo, Tensor]:
-        """Decode a file in a killable child process (time-limited) while encoding earlier chunks here."""
+                    chunk_size: int = 16, stage: Callable[[str], AbstractContextManager[object]] | None = None
+                    ) -> tuple[VideoInfo, Tensor]:
+        """Decode a file in a killable child process (time-limited) while encoding earlier chunks here.
+
+        ``progress`` gets the encoded fraction after each chunk; ``stage("decode")`` / ``stage("encode")``
+        wrap the time spent waiting for the decoder and encoding, so callers can report the split.
+        """
+        stage = stage or (lambda _: nullcontext())
         info: VideoInfo | None = None
         chunks: list[Tensor] = []
         done = 0
-        for info, frames in decode_in_subprocess(path, self.frame_spec, timeout_s=timeout_s, chunk_size=chunk_size,
-                                                 max_duration=max_duration, max_pixels=max_pixels):
-            chunks.append(self.encode_video(frames))
+        decoded = iter(decode_in_subprocess(path, self.frame_spec, timeout_s=timeout_s, chunk_size=chunk_size,
+                                            max_duration=max_duration, max_pixels=max_pixels))
+        while True:
+            with stage("decode"):
+                item = next(decoded, None)
+            if item is None:
+                break
+            info, frames = item
+            with stage("encode"):
+                chunks.append(self.encode_video(frames))
             done += frames.shape[0]
-            if progress is not None and info is not None:
+            if progress is not None:
                 progress(min(1.0, done / max(1, expected_clips(info, self.frame_spec.fps))))
         if info is None or not chunks:
-            raise ValueError(f"{path}: the decoder returned no frames")
+            raise EmptyVideoError(f"{Path(path).name}: the decoder returned no frames")
         return info, torch.cat(chunks, dim=1)
 
     def video_state(self, features: Tensor, video_key: str | None = None) -> VideoState:

@@ -31,9 +31,9 @@ from typing import Any
 import torch
 
 from models import zoo
-from models.engine import Grounder, GroundingResult, expected_clips
+from models.engine import Grounder, GroundingResult
 from models.postprocess import select_moments
-from models.video import VideoError, VideoInfo, decode_in_subprocess
+from models.video import VideoError, VideoInfo
 
 from .backend import Backend, open_backend
 from .chunks import CachedFeatures
@@ -394,27 +394,16 @@ class Worker:
             state.update_video(video_id, status=Status.processing, progress=0.0)
         if s.test_job_delay_s:  # TEST ONLY (R2_TEST_JOB_DELAY_S): a window to kill the worker mid-job
             time.sleep(s.test_job_delay_s)
-        chunks: list[torch.Tensor] = []
-        info: VideoInfo | None = None
-        done, last_report = 0, time.monotonic()
-        frames_iter = iter(decode_in_subprocess(path, grounder.frame_spec, timeout_s=s.decode_timeout_s,
-                                                max_duration=s.max_duration_s, max_pixels=s.max_pixels))
-        while True:
-            with stages("decode"):
-                item = next(frames_iter, None)
-            if item is None:
-                break
-            info, frames = item
-            with stages("encode"):
-                chunks.append(grounder.encode_video(frames))  # (K, n, P, C) float16
-            done += frames.shape[0]
+        last_report = time.monotonic()
+
+        def report(fraction: float) -> None:
+            nonlocal last_report
             if track and time.monotonic() - last_report >= _PROGRESS_EVERY_S:
                 last_report = time.monotonic()
-                total = expected_clips(info, grounder.frame_spec.fps)
-                state.update_video(video_id, progress=min(0.99, done / max(1, total)))
-        if info is None or not chunks:
-            raise VideoError(f"video {video_id}: the decoder returned no frames")
-        return info, torch.cat(chunks, dim=1)  # (K, T, P, C)
+                state.update_video(video_id, progress=min(0.99, fraction))
+
+        return grounder.encode_file(path, timeout_s=s.decode_timeout_s, max_duration=s.max_duration_s,
+                                    max_pixels=s.max_pixels, progress=report, stage=stages)
 
     def store(self, video_id: str, grounder: Grounder, info: VideoInfo, features: torch.Tensor) -> None:
         self.backend.features.put(video_id, grounder.feature_id, tensor_to_features(features, info))
