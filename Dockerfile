@@ -13,18 +13,18 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130
 FROM ${PYTHON_IMAGE} AS api
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
-COPY service/requirements-api.txt /tmp/requirements-api.txt
+COPY service/api/requirements.txt /tmp/requirements-api.txt
 RUN pip install -r /tmp/requirements-api.txt
-# models/ is copied whole, but the API imports only models.zoo (pure Python): torch is not even installed here.
-COPY models/ ./models/
+# The API process needs neither the engine (models/) nor torch: it learns the models from the workers.
 COPY service/ ./service/
+COPY r2tuning/ ./r2tuning/
 RUN useradd --create-home --uid 10001 r2 && mkdir -p /data/uploads && chown r2 /data/uploads
 USER r2
-ENV PYTHONPATH=/app R2_HOST=0.0.0.0 R2_PORT=8000 R2_UPLOAD_DIR=/data/uploads R2_CHECKPOINT_DIR=/checkpoints
+ENV PYTHONPATH=/app R2_HOST=0.0.0.0 R2_PORT=8000 R2_UPLOAD_DIR=/data/uploads
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "service.healthcheck", "api"]
-CMD ["python", "-m", "service", "serve"]
+    CMD ["python", "-m", "r2tuning", "healthcheck", "api"]
+CMD ["python", "-m", "r2tuning", "serve"]
 
 # ------------------------------------------------------------------------------------------------------------ worker
 FROM ${CUDA_IMAGE} AS worker
@@ -46,7 +46,7 @@ RUN pip install "torch==2.14.1" "torchvision==0.29.1" --index-url "${TORCH_INDEX
 WORKDIR /app
 COPY models/ ./models/
 COPY service/ ./service/
-COPY r2tuning_cli.py ./
+COPY r2tuning/ ./r2tuning/
 RUN useradd --create-home --uid 10001 r2 \
     && mkdir -p /checkpoints /data/scratch && chown r2 /checkpoints /data/scratch
 USER r2
@@ -55,6 +55,6 @@ ENV PYTHONPATH=/app R2_CHECKPOINT_DIR=/checkpoints HF_HOME=/checkpoints/hf R2_UP
     R2_DEVICE=auto
 # The first start may download weights: give it time before the health check counts.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=15m --retries=3 \
-    CMD ["python", "-m", "service.healthcheck", "worker"]
+    CMD ["python", "-m", "r2tuning", "healthcheck", "worker"]
 STOPSIGNAL SIGTERM
-CMD ["python", "-m", "service", "worker"]
+CMD ["python", "-m", "r2tuning", "worker"]

@@ -25,6 +25,7 @@ reference:
 
 lint:
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench:
 	$(BIN)/r2tuning bench

@@ -1,6 +1,6 @@
 """The service under load: API (uvicorn) + one worker + Redis on loopback, N concurrent HTTP clients.
 
-Starts ``python -m service serve`` and the service's worker (through :mod:`bench.probe_worker`, which only adds
+Starts ``python -m r2tuning serve`` and the service's worker (through :mod:`bench.probe_worker`, which only adds
 a timing probe) as subprocesses with a user model registered from files, uploads one video and waits until it
 is encoded, then:
 
@@ -34,6 +34,7 @@ import httpx
 import redis
 
 from bench.timing import summary_ms
+from service.contract.schemas import JobRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 300.0
@@ -96,7 +97,7 @@ def service_processes(registry: Path, redis_url: str, prefix: str, folder: Path,
            "R2_DOWNLOAD_WEIGHTS": "false", "R2_DEVICE": device, "R2_MOMENTS_WAIT_S": str(REQUEST_TIMEOUT_S / 2),
            "R2_UPLOAD_DIR": str(folder), "R2_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"}
     worker = _Proc(["-m", "bench.probe_worker"], {**env, "R2_WORKER_ID": "bench-worker"}, folder / "worker.log")
-    api = _Proc(["-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)], env, folder / "api.log")
+    api = _Proc(["-m", "r2tuning", "serve", "--host", "127.0.0.1", "--port", str(port)], env, folder / "api.log")
     procs = [api, worker]
     try:
         base = f"http://127.0.0.1:{port}"
@@ -113,15 +114,15 @@ def service_processes(registry: Path, redis_url: str, prefix: str, folder: Path,
 def _job_table(client: redis.Redis, prefix: str) -> dict[str, dict[str, Any]]:
     """query text -> job record fields and the probe's pipeline timing."""
     from bench.probe_worker import PIPELINE_KEY
-    from service.keys import Keys
-    from service.state import RedisState
+    from service.contract.keys import Keys
+    from service.store.records import decode_fields
 
-    state = RedisState(client, Keys(prefix))
+    keys = Keys(prefix)
     probe = {k.decode(): json.loads(v) for k, v in client.hgetall(PIPELINE_KEY.format(prefix=prefix)).items()}
     out: dict[str, dict[str, Any]] = {}
-    for key in client.scan_iter(match=f"{prefix}:job:*", count=1000):
-        job_id = key.decode().rsplit(":", 1)[1]
-        record = state.get_job(job_id)
+    for job_id in probe:
+        raw = client.hgetall(keys.job(job_id))
+        record = JobRecord.model_validate(decode_fields(raw)) if raw else None
         if record is None or not record.result or job_id not in probe:
             continue
         for result in record.result.get("results", []):

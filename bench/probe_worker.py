@@ -1,6 +1,6 @@
 """``python -m bench.probe_worker``: the service's own worker, with one timing probe added.
 
-It wraps ``service.worker.Worker.run_pipeline`` (the whole per-batch pipeline: cache lookup, adapter,
+It wraps ``service.worker.pipeline.Pipeline.run`` (the whole per-batch pipeline: cache lookup, adapter,
 post-processing, storing the answers) and records, for every job it handled, the wall-clock start and end of
 that call in the Redis hash ``{R2_KEY_PREFIX}:bench:pipeline`` (job id -> JSON). The load test reads it to split a
 request's HTTP latency into queue hand-off, worker time and the API's own part. Nothing else changes.
@@ -15,7 +15,8 @@ import time
 
 import redis
 
-from service import worker as service_worker
+from service.worker import main as worker_main
+from service.worker import pipeline
 
 PIPELINE_KEY = "{prefix}:bench:pipeline"
 
@@ -23,10 +24,10 @@ PIPELINE_KEY = "{prefix}:bench:pipeline"
 def _install() -> None:
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     key = PIPELINE_KEY.format(prefix=os.environ.get("R2_KEY_PREFIX", "r2"))
-    original = service_worker.Worker.run_pipeline
+    original = pipeline.Pipeline.run
 
     @functools.wraps(original)
-    def run_pipeline(self, *args, **kwargs):
+    def run(self, *args, **kwargs):
         deliveries = kwargs.get("deliveries")
         if deliveries is None:
             deliveries = next((a for a in args if isinstance(a, list)), [])
@@ -40,9 +41,9 @@ def _install() -> None:
                 value = json.dumps(dict(start=start, end=end, batch=len(ids)))
                 client.hset(key, mapping={job_id: value for job_id in ids})
 
-    service_worker.Worker.run_pipeline = run_pipeline
+    pipeline.Pipeline.run = run  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
     _install()
-    raise SystemExit(service_worker.main())
+    raise SystemExit(worker_main.main())

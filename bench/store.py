@@ -10,8 +10,9 @@ from torch import Tensor
 
 from models.engine import Grounder
 from models.video import VideoInfo
-from service.chunks import CachedFeatures, FeatureCache, RedisChunkStore
-from service.keys import Keys
+from service.contract.keys import Keys
+from service.store.features import CachedFeatures, FeatureCache
+from service.store.redis_chunks import RedisChunkStore
 
 CHUNK_BYTES = 8 << 20  # the service's default Settings.chunk_bytes
 # Redis (jemalloc) rounds an 8 MiB value plus its ~10-byte header up to the 10 MiB size class (+25%); a chunk a

@@ -23,12 +23,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .checkpoint import load_r2_checkpoint
+from .checkpoint import CheckpointError, load_r2_checkpoint
 from .clip import ClipTowers, load_clip
-from .postprocess import NmsConfig, postprocess_boundaries, select_moments, summarize
+from .postprocess import NmsConfig, highlights, postprocess_boundaries, select_moments, summarize
 from .r2 import R2Tuning, RawOutput, VideoState
 from .video import EmptyVideoError, FrameSpec, VideoInfo, decode_in_subprocess
-from .zoo import ModelSpec, checkpoint_dir, ensure_checkpoint
+from .zoo import ModelSpec, ensure_weights
 
 # Bump when frame sampling / resizing / normalisation changes: it invalidates every cached feature.
 PREPROCESS_VERSION = 1
@@ -79,20 +79,16 @@ class _LRU:
                 self.used -= self.cost(self.items.pop(key))
 
 
-_CLIP_CACHE: dict[tuple[str, str | None, str | None, str], ClipTowers] = {}
+_CLIP_CACHE: dict[tuple[str, str], ClipTowers] = {}
 _CLIP_LOCK = threading.Lock()
 
 
-def shared_clip(spec: ModelSpec, device: str | torch.device = "cpu") -> ClipTowers:
-    """CLIP towers for a spec, loaded once per process and shared by every checkpoint that uses them."""
-    key = (spec.clip, spec.clip_pretrained, spec.clip_path, str(device))
+def shared_clip(weights: Path, device: str | torch.device = "cpu") -> ClipTowers:
+    """CLIP towers from a weights file, loaded once per process and shared by every checkpoint that uses them."""
+    key = (str(weights), str(device))
     with _CLIP_LOCK:
         if key not in _CLIP_CACHE:
-            if spec.clip_path:
-                _CLIP_CACHE[key] = load_clip(spec.clip_path, device=device)
-            else:
-                _CLIP_CACHE[key] = load_clip(spec.clip, spec.clip_pretrained, device=device,
-                                             cache_dir=checkpoint_dir() / "clip")
+            _CLIP_CACHE[key] = load_clip(str(weights), device=device)
         return _CLIP_CACHE[key]
 
 
@@ -104,11 +100,12 @@ class Grounder:
                  max_batch: int = 64) -> None:
         cfg = model.cfg
         if (cfg.video_width, cfg.query_width) != (clip.vision_width, clip.text_width):
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint of {spec.name!r} expects CLIP widths video={cfg.video_width} text={cfg.query_width}, "
                 f"but the CLIP towers give video={clip.vision_width} text={clip.text_width}: wrong CLIP weights?")
         if cfg.k > min(clip.vision_layers, clip.text_layers) + 1:
-            raise ValueError(f"checkpoint uses k={cfg.k} layers but the CLIP towers have fewer")
+            raise CheckpointError(f"checkpoint of {spec.name!r} uses k={cfg.k} layers but the CLIP towers have "
+                                  "fewer: wrong CLIP weights?")
         self.clip, self.model, self.spec = clip, model, spec
         self.precision = precision
         # The released checkpoints were evaluated on query features stored as float16.
@@ -124,8 +121,8 @@ class Grounder:
     def from_spec(cls, spec: ModelSpec, *, device: str | torch.device = "cpu", precision: Precision = "fp32",
                   download: bool = True, **kwargs: object) -> Grounder:
         """Load (downloading and verifying if needed) the checkpoint and CLIP weights a spec names."""
-        ckpt = ensure_checkpoint(spec, download=download)
-        return cls(shared_clip(spec, device), load_r2_checkpoint(ckpt, device=device), spec,
+        ckpt, clip_weights = ensure_weights(spec, download=download)
+        return cls(shared_clip(clip_weights, device), load_r2_checkpoint(ckpt, device=device), spec,
                    precision=precision, **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -195,10 +192,9 @@ class Grounder:
     def video_state(self, features: Tensor, video_key: str | None = None) -> VideoState:
         """The query-independent adapter work, from the in-memory LRU when this video was seen before."""
         if video_key is not None:
-            state = self._states.get(video_key)
+            state = self.cached_state(video_key)
             if state is not None:
-                self.stats["video_state_hits"] += 1
-                return state  # type: ignore[return-value]
+                return state
         if features.dim() != 4 or features.shape[0] != self.k:
             raise ValueError(f"features must be (K={self.k}, T, P, C), got {tuple(features.shape)}")
         state = self.model.prepare_video(features.to(self.device))
@@ -206,6 +202,17 @@ class Grounder:
         if video_key is not None:
             self._states.put(video_key, state)
         return state
+
+    def holds(self, video_key: str) -> bool:
+        """Whether the query-independent work for this video is in memory (checked without using it)."""
+        return video_key in self._states.items
+
+    def cached_state(self, video_key: str) -> VideoState | None:
+        """The query-independent work for this video if it is in memory: answering then needs no features."""
+        state = self._states.get(video_key)
+        if state is not None:
+            self.stats["video_state_hits"] += 1
+        return state  # type: ignore[return-value]
 
     def forget_video(self, video_key: str) -> None:
         self._states.pop(video_key)
@@ -305,6 +312,10 @@ class Grounder:
     def summarize(self, result: GroundingResult, budget: float = 0.15) -> list[tuple[float, float, float]]:
         """Highest-saliency clips up to ``budget`` x duration seconds, merged into segments."""
         return summarize(result.saliency, result.clip_seconds, result.duration, budget)
+
+    def highlights(self, result: GroundingResult, top_k: int = 5) -> list[tuple[float, float, float]]:
+        """The ``top_k`` most salient clips, highest first."""
+        return highlights(result.saliency, result.clip_seconds, result.duration, top_k)
 
 
 def expected_clips(info: VideoInfo, fps: float) -> int:

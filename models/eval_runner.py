@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -60,18 +59,14 @@ def predict_dataset(grounder: Grounder, annotations: list[dict], *, videos: Path
     return [predictions[a["qid"]] for a in annotations]
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    """Entry point of ``r2tuning eval``."""
-    from r2tuning_cli import _model_spec
-
-    grounder = Grounder.from_spec(_model_spec(args), device=args.device, precision=args.precision)
-    annotations = load_jsonl(args.annotations)
-    submission = predict_dataset(
-        grounder, annotations,
-        videos=Path(args.videos) if args.videos else None,
-        video_features=Path(args.video_features) if args.video_features else None,
-        query_features=Path(args.query_features) if args.query_features else None)
-    if args.out:
-        Path(args.out).write_text("".join(json.dumps(p) + "\n" for p in submission))
-    print(format_table(evaluate_grounding(submission, annotations)))
-    return 0
+def evaluate_annotations(grounder: Grounder, annotations_file: str | Path, *, videos: str | Path | None = None,
+                         video_features: str | Path | None = None, query_features: str | Path | None = None,
+                         out: str | Path | None = None, progress: bool = True) -> str:
+    """Predict every annotation, optionally write the submission jsonl, and return the metrics table."""
+    annotations = load_jsonl(annotations_file)
+    submission = predict_dataset(grounder, annotations, videos=Path(videos) if videos else None,
+                                 video_features=Path(video_features) if video_features else None,
+                                 query_features=Path(query_features) if query_features else None, progress=progress)
+    if out:
+        Path(out).write_text("".join(json.dumps(p) + "\n" for p in submission))
+    return format_table(evaluate_grounding(submission, annotations))

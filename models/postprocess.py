@@ -1,8 +1,8 @@
 """Post-processing of R2-Tuning outputs: moment windows and saliency-based summaries.
 
 `postprocess_boundaries` reproduces the official ``Grounding.evaluate`` post-processing bit for bit (same torch
-operations, same float32 arithmetic, same quirks); `select_moments` and `summarize` are the service's own
-presentation helpers built on top of it.
+operations, same float32 arithmetic, same quirks); `select_moments`, `highlights` and `summarize` shape the
+answers the command line and the service return (the one place an answer is shaped).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 __all__ = [
     "NmsConfig",
     "postprocess_boundaries",
+    "highlights",
     "select_moments",
     "summarize",
 ]
@@ -195,6 +196,29 @@ def _saliency_to_array(saliency: Sequence[float] | torch.Tensor | np.ndarray) ->
     return values
 
 
+def _clips(values: np.ndarray, clip_seconds: float, duration: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, starts, ends) of the clips that start inside the video; clip i is
+    ``[i * clip_seconds, min((i + 1) * clip_seconds, duration)]``."""
+    starts = np.arange(values.size, dtype=np.float64) * clip_seconds
+    in_video = starts < duration
+    values, starts = values[in_video], starts[in_video]
+    return values, starts, np.minimum(starts + clip_seconds, duration)
+
+
+def highlights(saliency: Sequence[float] | torch.Tensor | np.ndarray, clip_seconds: float, duration: float,
+               top_k: int = 5) -> list[Row]:
+    """The ``top_k`` most salient clips as ``(start, end, saliency)``, highest first (ties: earlier clip first);
+    clips that start at or after ``duration`` are ignored."""
+    values = _saliency_to_array(saliency)
+    _check_positive_finite("clip_seconds", clip_seconds)
+    _check_positive_finite("duration", duration)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    values, starts, ends = _clips(values, clip_seconds, duration)
+    order = np.argsort(-values, kind="stable")[:top_k]
+    return [(float(starts[i]), float(ends[i]), float(values[i])) for i in order]
+
+
 def summarize(
     saliency: Sequence[float] | torch.Tensor | np.ndarray,
     clip_seconds: float,
@@ -217,12 +241,9 @@ def summarize(
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 1:
         raise ValueError(f"budget must be a share of the video in (0, 1], got {budget!r}")
 
-    starts = np.arange(values.size, dtype=np.float64) * clip_seconds
-    in_video = starts < duration
-    values, starts = values[in_video], starts[in_video]
+    values, starts, ends = _clips(values, clip_seconds, duration)
     if values.size == 0:
         return []
-    ends = np.minimum(starts + clip_seconds, duration)
     lengths = ends - starts
 
     limit = budget * duration

@@ -1,6 +1,7 @@
 """The grounding service: a FastAPI API process and worker processes that share one Redis.
 
-The API (:mod:`service.api`) validates, stores uploads, hands jobs off and answers; it never imports torch.
-Workers (:mod:`service.worker`) own the models and the device. :mod:`service.schemas` is the contract between
-the two; :mod:`service.keys` names every Redis key; :mod:`service.settings` holds every limit.
+* :mod:`service.contract`: what both processes share (schemas, settings, errors, key and metric names);
+* :mod:`service.store`: the Redis backend and its embedded in-process twin;
+* :mod:`service.api`: the API process (validates, stores uploads, hands jobs off, answers; never imports torch);
+* :mod:`service.worker`: the worker process (owns the models and the device).
 """

@@ -1,4 +1,5 @@
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,3 +12,17 @@ def fixtures_dir():
     from fixture_sets import fixtures_root
 
     return fixtures_root()
+
+
+@pytest.fixture(autouse=True)
+def zoo_restored() -> Iterator[None]:
+    """Leave the process's model registry as the test found it (the service registers the tiny model)."""
+    from models import zoo
+
+    before = {spec.name: spec for spec in zoo.list_models()}
+    yield
+    for spec in zoo.list_models():
+        if spec.name not in before:
+            zoo.unregister_model(spec.name)
+        elif before[spec.name] is not spec:
+            zoo.register_model(before[spec.name], overwrite=True)

@@ -50,20 +50,6 @@ def redis_prefix() -> Iterator[str]:
     client.close()
 
 
-@pytest.fixture(autouse=True)
-def zoo_restored() -> Iterator[None]:
-    """Leave the process's model registry as the test found it (the service registers the tiny model)."""
-    from models import zoo
-
-    before = {spec.name: spec for spec in zoo.list_models()}
-    yield
-    for spec in zoo.list_models():
-        if spec.name not in before:
-            zoo.unregister_model(spec.name)
-        elif before[spec.name] is not spec:
-            zoo.register_model(before[spec.name], overwrite=True)
-
-
 def delete_prefix(client: redis.Redis, prefix: str) -> None:
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     for start in range(0, len(keys), 500):
@@ -219,9 +205,9 @@ def service_env(prefix: str, registry: Path, **overrides: Any) -> dict[str, str]
 
 @contextlib.contextmanager
 def api_process(env: dict[str, str], folder: Path, name: str = "api") -> Iterator[tuple[Proc, str]]:
-    """``python -m service serve`` (what ``r2tuning serve`` runs) on a free port; yields (process, base URL)."""
+    """``r2tuning serve`` on a free port; yields (process, base URL)."""
     port = free_port()
-    proc = Proc(["-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)], env,
+    proc = Proc(["-m", "r2tuning", "serve", "--host", "127.0.0.1", "--port", str(port)], env,
                 folder / f"{name}.log")
     base = f"http://127.0.0.1:{port}"
     try:
@@ -232,10 +218,15 @@ def api_process(env: dict[str, str], folder: Path, name: str = "api") -> Iterato
         proc.stop()
 
 
-def worker_process(env: dict[str, str], folder: Path, name: str, **overrides: Any) -> Proc:
-    """``python -m service.worker`` with extra settings."""
+def worker_process(env: dict[str, str], folder: Path, name: str, *, delay_s: float | None = None,
+                   **overrides: Any) -> Proc:
+    """``r2tuning worker`` with extra settings; with ``delay_s``, one that sleeps before decoding each video
+    (``tests/slow_worker.py``), so a test can kill it in the middle of a job."""
     extra = {f"R2_{k.upper()}": str(v) for k, v in overrides.items()}
-    return Proc(["-m", "service.worker"], {**env, "R2_WORKER_ID": name, **extra}, folder / f"{name}.log")
+    if delay_s is None:
+        return Proc(["-m", "r2tuning", "worker"], {**env, "R2_WORKER_ID": name, **extra}, folder / f"{name}.log")
+    return Proc([str(REPO_ROOT / "tests" / "slow_worker.py")],
+                {**env, "R2_WORKER_ID": name, "SLOW_WORKER_DELAY_S": str(delay_s), **extra}, folder / f"{name}.log")
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -1,0 +1,1 @@
+"""The ``r2tuning`` command: one entry point for the engine, the service and the benchmarks."""

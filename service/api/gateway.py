@@ -1,0 +1,192 @@
+"""What the API does behind its routes: model checks, storing uploads, submitting jobs and waiting for them.
+
+Backend calls here are synchronous (Redis round trips of a millisecond): the async routes run them in the
+thread pool. Waiting for a job is a blocking wait on its done signal inside the event loop, so a waiting
+request holds neither a thread nor a polling loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from service.contract.errors import Conflict, InvalidRequest, NotFound, ServiceError, Unavailable
+from service.contract.schemas import Job, JobKind, JobRecord, Mode, ModelCard, Pending, Status, VideoRecord
+from service.contract.settings import Settings
+from service.store.backend import Backend
+
+from .catalog import Catalog
+from .uploads import Upload
+
+T = TypeVar("T")
+
+_VIDEO_ID_CHARS = frozenset("0123456789abcdef")
+
+
+async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking backend call in the thread pool."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def job_error(record: JobRecord | VideoRecord) -> ServiceError:
+    return ServiceError(record.error_message or "the job failed", code=record.error_code or "internal_error",
+                        status=record.error_status or 500)
+
+
+class Gateway:
+    """The API side of the service, shared by all routes of one app."""
+
+    def __init__(self, settings: Settings, backend: Backend) -> None:
+        self.settings, self.backend = settings, backend
+        self.catalog = Catalog(settings, backend.records)
+
+    # ------------------------------------------------------------------------------------------------ models
+
+    def model(self, requested: str | None, *, needs_moments: bool = False) -> tuple[str, ModelCard | None]:
+        """The served model a request names (or the default) and its card when a worker described it."""
+        name = self.catalog.name(requested)
+        card = self.catalog.card(name)
+        if needs_moments and card is not None and not card.has_moments:
+            raise InvalidRequest(f"model {name!r} outputs saliency only; use /highlights or /summary",
+                                 code="no_moments")
+        return name, card
+
+    def check_queries(self, queries: list[str]) -> list[str]:
+        s = self.settings
+        if not queries:
+            raise InvalidRequest("give at least one query", code="empty_query")
+        if len(queries) > s.max_queries:
+            raise InvalidRequest(f"{len(queries)} queries; at most {s.max_queries} per request (R2_MAX_QUERIES)",
+                                 code="too_many_queries")
+        out = []
+        for i, query in enumerate(queries):
+            text = query.strip()
+            if not text:
+                raise InvalidRequest(f"query {i} is empty", code="empty_query")
+            if len(text) > s.max_query_chars:
+                raise InvalidRequest(f"query {i} has {len(text)} characters; at most {s.max_query_chars} "
+                                     "(R2_MAX_QUERY_CHARS)", code="query_too_long")
+            out.append(text)
+        return out
+
+    def default_query(self, name: str, card: ModelCard | None, query: str | None) -> str:
+        if query is None:
+            if card is None or not card.domain:
+                raise InvalidRequest(f"model {name!r} needs a query (it has no domain to use instead)",
+                                     code="empty_query")
+            query = card.domain
+        return self.check_queries([query])[0]
+
+    # ------------------------------------------------------------------------------------------------ videos
+
+    def video(self, video_id: str) -> VideoRecord:
+        record = self.backend.records.get_video(video_id) if _is_video_id(video_id) else None
+        if record is None:
+            raise NotFound(f"no video with id {video_id[:80]!r} (never uploaded, deleted, or expired after "
+                           f"{self.settings.video_ttl_s} s unused)", code="unknown_video")
+        return record
+
+    def store_upload(self, upload: Upload, model: str, *, encode: bool) -> tuple[VideoRecord, bool]:
+        """Keep the bytes where every worker reaches them and create the record (once per distinct video).
+
+        With ``encode``, a new (or previously failed) video gets an encode job. Returns (record, new job queued).
+        """
+        records, videos = self.backend.records, self.backend.videos
+        video_id = upload.sha256
+        if not videos.exists(video_id):
+            videos.put_file(video_id, upload.path)
+        else:
+            videos.touch(video_id)
+        record = VideoRecord(video_id=video_id, model=model, size_bytes=upload.size)
+        created = records.create_video(record, self.settings.video_ttl_s)
+        if not created:
+            existing = records.get_video(video_id)
+            if existing is None:  # expired in between
+                created = records.create_video(record, self.settings.video_ttl_s)
+            else:
+                record = existing
+                records.touch_video(video_id, self.settings.video_ttl_s)
+                if encode and record.status == Status.failed:  # uploading again retries a failed video
+                    retry = dict(status=Status.queued, progress=0.0, error_code=None, error_message=None,
+                                 error_status=None)
+                    records.update_video(video_id, **retry)
+                    record = record.model_copy(update=retry)
+                    created = True
+        if not (encode and created):
+            return record, False
+        job = Job(job_id=uuid.uuid4().hex, kind=JobKind.encode_video, video_id=video_id, model=record.model)
+        try:
+            self.backend.jobs.submit(job, self.settings.result_ttl_s)
+        except Exception:
+            records.delete_video(video_id)
+            raise
+        records.update_video(video_id, job_id=job.job_id)
+        return record.model_copy(update=dict(job_id=job.job_id)), True
+
+    def delete_video(self, video_id: str) -> None:
+        self.video(video_id)
+        self.backend.records.delete_video(video_id)
+        self.backend.videos.delete(video_id)
+        self.backend.features.delete_video(video_id)
+
+    # ------------------------------------------------------------------------------------------------ jobs
+
+    def submit(self, video_id: str, model: str, mode: Mode, queries: list[str], **params: Any) -> JobRecord:
+        """The job answering this request: an identical request's job when there is one, else a new one."""
+        fingerprint = json.dumps([video_id, model, mode.value, queries, params], sort_keys=True)
+        request_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
+        job = Job(job_id=uuid.uuid4().hex, kind=JobKind.ground, video_id=video_id, model=model, mode=mode,
+                  queries=queries, **params)
+        return self.backend.jobs.submit(job, self.settings.result_ttl_s, request_hash)
+
+    async def wait_video(self, video_id: str, deadline: float) -> VideoRecord:
+        """The video once ready; its error once failed; 409 when still encoding at ``deadline``."""
+        record = await call(self.video, video_id)
+        if record.status not in (Status.ready, Status.failed) and record.job_id:
+            await self.backend.jobs.wait(record.job_id, max(0.0, deadline - time.monotonic()))
+            record = await call(self.video, video_id)
+        if record.status == Status.ready:
+            return record
+        if record.status == Status.failed:
+            raise job_error(record)
+        raise Conflict(f"video {video_id} is {record.status.value} ({record.progress:.0%} encoded); "
+                       f"retry in a few seconds or poll GET /v1/videos/{video_id} until it is ready",
+                       code="video_not_ready", headers={"Retry-After": str(self._retry_after())})
+
+    async def wait_job(self, job_id: str, deadline: float) -> JobRecord:
+        await self.backend.jobs.wait(job_id, max(0.0, deadline - time.monotonic()))
+        record = await call(self.backend.jobs.get, job_id)
+        if record is None:
+            raise Unavailable(f"job {job_id} vanished (expired); repeat the request", code="job_lost")
+        return record
+
+    async def run(self, video_id: str, model: str, mode: Mode, queries: list[str], *, wait_s: float,
+                  video_must_be_ready: bool = True, **params: Any) -> dict[str, Any] | Pending:
+        """Submit (or join) the job for a request and wait for its answer up to ``wait_s`` in total."""
+        deadline = time.monotonic() + wait_s
+        if video_must_be_ready:
+            await self.wait_video(video_id, deadline)
+        await call(self.catalog.require_available, model)
+        record = await call(self.submit, video_id, model, mode, queries, **params)
+        if not record.status.finished:
+            record = await self.wait_job(record.job_id, deadline)
+        if record.status == Status.ready:
+            return {"video_id": video_id, "model": model, **(record.result or {})}
+        if record.status == Status.failed:
+            raise job_error(record)
+        return Pending(status=record.status, video_id=video_id, job_id=record.job_id,
+                       retry_after=self._retry_after(),
+                       message="the answer is being computed; repeat the same request to get it")
+
+    def _retry_after(self) -> int:
+        return max(1, min(30, round(self.settings.moments_wait_s / 2) or 1))
+
+
+def _is_video_id(value: str) -> bool:
+    return len(value) == 64 and set(value) <= _VIDEO_ID_CHARS

@@ -1,0 +1,33 @@
+"""What routes declare about their answers (OpenAPI ``responses=``) and the shared 202 answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from service.contract.schemas import ErrorBody, Pending
+
+_DESCRIPTIONS = {
+    401: "Missing or wrong API key.",
+    404: "Unknown model or video.",
+    409: "The video is still being encoded (retry after Retry-After seconds, or poll GET /v1/videos/{id}).",
+    413: "The upload is larger than R2_MAX_UPLOAD_BYTES (enforced while streaming).",
+    422: "Malformed JSON, empty/overlong query, or a video that cannot be used (duration, resolution, "
+         "not a video, corrupt).",
+    429: "The job queue is full; retry after Retry-After seconds.",
+    503: "Redis unreachable, or the model's weights are missing on the workers (the message names the files).",
+}
+
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {"model": Pending, "description": "Not answered within the wait: repeat the same request."}}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for the error statuses a route can answer."""
+    return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in statuses}
+
+
+def accepted(pending: Pending) -> JSONResponse:
+    return JSONResponse(pending.model_dump(mode="json"), status_code=202,
+                        headers={"Retry-After": str(pending.retry_after)})

@@ -1,0 +1,56 @@
+"""Answers on an uploaded video: moments for text queries, the highlight curve, a summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from service.contract.schemas import (
+    HighlightsRequest,
+    HighlightsResponse,
+    Mode,
+    MomentsRequest,
+    MomentsResponse,
+    Pending,
+    SummaryRequest,
+    SummaryResponse,
+)
+
+from ..deps import GatewayDep, require_api_key
+from ..responses import ACCEPTED, accepted, errors
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["answers"])
+
+
+@router.post("/videos/{video_id}/moments", response_model=MomentsResponse,
+             responses={**ACCEPTED, **errors(401, 404, 409, 422, 429, 503)})
+async def moments(video_id: str, body: MomentsRequest, gw: GatewayDep) -> Any:
+    """Moments and saliency for each query; 409 while the video is encoding, 202 if the answer takes longer."""
+    name, _ = gw.model(body.model, needs_moments=True)
+    queries = gw.check_queries(body.queries)
+    out = await gw.run(video_id, name, Mode.moments, queries, wait_s=gw.settings.moments_wait_s,
+                       top_k=body.top_k, nms_thres=body.nms_thres, min_score=body.min_score)
+    return accepted(out) if isinstance(out, Pending) else MomentsResponse.model_validate(out)
+
+
+@router.post("/videos/{video_id}/highlights", response_model=HighlightsResponse,
+             responses={**ACCEPTED, **errors(401, 404, 409, 422, 429, 503)})
+async def highlights(video_id: str, body: HighlightsRequest, gw: GatewayDep) -> Any:
+    """The saliency curve and the best clips (highlight models use their domain as the query)."""
+    name, card = gw.model(body.model)
+    query = gw.default_query(name, card, body.query)
+    out = await gw.run(video_id, name, Mode.highlights, [query], wait_s=gw.settings.moments_wait_s,
+                       top_k=body.top_k)
+    return accepted(out) if isinstance(out, Pending) else HighlightsResponse.model_validate(out)
+
+
+@router.post("/videos/{video_id}/summary", response_model=SummaryResponse,
+             responses={**ACCEPTED, **errors(401, 404, 409, 422, 429, 503)})
+async def summary(video_id: str, body: SummaryRequest, gw: GatewayDep) -> Any:
+    """A summary: the most salient clips up to ``budget`` of the duration, merged into segments."""
+    name, card = gw.model(body.model)
+    query = gw.default_query(name, card, body.query)
+    out = await gw.run(video_id, name, Mode.summary, [query], wait_s=gw.settings.moments_wait_s,
+                       budget=body.budget)
+    return accepted(out) if isinstance(out, Pending) else SummaryResponse.model_validate(out)

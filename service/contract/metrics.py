@@ -1,0 +1,75 @@
+"""Metric names and their encoding, shared by the workers (who count) and the API (who exposes them).
+
+Workers may run on other machines, so a per-host multiprocess directory would not see them; instead each
+worker adds its numbers to one Redis hash (``{p}:{q}:metrics``, ``HINCRBYFLOAT``; in memory in embedded mode),
+keyed by the Prometheus sample name with its labels (:func:`sample`), and the API's ``/metrics`` reads that hash
+at scrape time (:mod:`service.api.metrics`). Counters are cluster-wide totals since the hash was created.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Shared sample names (counters) and histogram families.
+CACHE_HITS = "r2_feature_cache_hits_total"
+CACHE_MISSES = "r2_feature_cache_misses_total"
+CACHE_CORRUPT = "r2_feature_cache_corrupt_total"
+ADAPTER_HITS = "r2_adapter_cache_hits_total"
+JOBS_RECLAIMED = "r2_jobs_reclaimed_total"
+JOB_SECONDS = "r2_job_seconds"
+BATCH_SIZE = "r2_batch_size"
+
+SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+FAMILIES: dict[str, tuple[str, str]] = {
+    "r2_jobs": ("counter", "Jobs finished by workers, by kind (encode/ground) and outcome (ready/failed)."),
+    "r2_feature_cache_hits": ("counter", "Feature cache lookups that found the video's features."),
+    "r2_feature_cache_misses": ("counter", "Feature cache lookups that had to decode and encode the video."),
+    "r2_feature_cache_corrupt": ("counter", "Feature cache entries that failed verification (then misses)."),
+    "r2_adapter_cache_hits": ("counter", "Model calls that reused a worker's in-memory adapter state."),
+    "r2_jobs_reclaimed": ("counter", "Jobs taken over from a worker that stopped (XAUTOCLAIM)."),
+    JOB_SECONDS: ("histogram", "Worker time per job stage: decode, encode, ground."),
+    BATCH_SIZE: ("histogram", "Queries answered by one model call (queries batched on the same video)."),
+}
+
+SAMPLE_RE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?$")
+LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
+
+
+def sample(name: str, **labels: object) -> str:
+    """The sample name with labels as stored in the shared hash, e.g. ``r2_jobs_total{kind="encode"}``."""
+    if not labels:
+        return name
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}"
+
+
+class MetricsBatch:
+    """Numbers a worker collects while running a batch of jobs, written to the backend in one round trip."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+
+    def inc(self, name: str, amount: float = 1.0, /, **labels: object) -> None:
+        key = sample(name, **labels)
+        self.values[key] = self.values.get(key, 0.0) + amount
+
+    def observe(self, family: str, value: float, **labels: object) -> None:
+        buckets = BATCH_BUCKETS if family == BATCH_SIZE else SECONDS_BUCKETS
+        for bound in (*buckets, float("inf")):
+            if value <= bound:
+                self.inc(f"{family}_bucket", 1.0, le=_le(bound), **labels)
+        self.inc(f"{family}_sum", value, **labels)
+        self.inc(f"{family}_count", 1, **labels)
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+def family_of(name: str) -> str | None:
+    for suffix in ("_total", "_bucket", "_sum", "_count"):
+        if name.endswith(suffix) and name[: -len(suffix)] in FAMILIES:
+            return name[: -len(suffix)]
+    return None

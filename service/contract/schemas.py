@@ -1,0 +1,364 @@
+"""The contract both processes share: HTTP request/response bodies, the job payload and the stored records.
+
+The API validates requests into these models, puts :class:`Job` payloads (JSON, never pickle) on the queue,
+and reads back :class:`JobRecord` / :class:`VideoRecord`; the worker fills them. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+VIDEO_ID_EXAMPLE = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+class Status(StrEnum):
+    """Where a video or a job stands.
+
+    ``queued``: waiting for a worker. ``processing``: a worker is on it (a video: decoding and encoding;
+    ``progress`` grows from 0 to 1). ``ready``: done (a video: features cached, queries answer fast; a job:
+    the answer is stored). ``failed``: it will not succeed as is; ``error`` says why.
+    """
+
+    queued = "queued"
+    processing = "processing"
+    ready = "ready"
+    failed = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.ready, Status.failed)
+
+
+class JobKind(StrEnum):
+    """``encode``: decode and encode an uploaded video into the feature cache. ``ground``: answer queries."""
+
+    encode_video = "encode"  # not ``encode``: that would shadow str.encode
+    ground = "ground"
+
+
+class Mode(StrEnum):
+    """What a ground job returns: moments, a highlight curve, or a budgeted summary."""
+
+    moments = "moments"
+    highlights = "highlights"
+    summary = "summary"
+
+
+# ---------------------------------------------------------------------------------------------------------- errors
+
+
+class ErrorDetail(BaseModel):
+    """A stable machine-readable ``code`` and a message for humans."""
+
+    code: str = Field(examples=["unknown_video"])
+    message: str = Field(examples=["no video with id 9f86d0... (it was never uploaded, was deleted or expired)"])
+
+
+class ErrorBody(BaseModel):
+    """Every error response has this body."""
+
+    error: ErrorDetail
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"error": {"code": "unknown_model", "message": "model 'foo' is not served here; served: qvhighlights"}}]})
+
+
+# ---------------------------------------------------------------------------------------------------------- videos
+
+
+class VideoStatus(BaseModel):
+    """An uploaded video: ``GET /v1/videos/{video_id}`` and the upload's answer."""
+
+    video_id: str = Field(description="SHA-256 of the uploaded bytes (the same upload twice is encoded once)")
+    status: Status
+    progress: float = Field(ge=0, le=1, description="share of the video encoded so far")
+    model: str = Field(description="model whose features the upload was encoded for")
+    size_bytes: int
+    duration: float | None = Field(None, description="seconds, once decoded")
+    num_clips: int | None = Field(None, description="feature clips, once encoded")
+    clip_seconds: float | None = Field(None, description="seconds per clip (1 / the model's fps)")
+    error: ErrorDetail | None = None
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"video_id": VIDEO_ID_EXAMPLE, "status": "ready", "progress": 1.0, "model": "qvhighlights",
+         "size_bytes": 1048576, "duration": 150.0, "num_clips": 75, "clip_seconds": 2.0, "error": None}]})
+
+
+# ---------------------------------------------------------------------------------------------------------- requests
+
+
+class MomentsRequest(BaseModel):
+    """Text queries on an uploaded video."""
+
+    queries: list[str] = Field(description="one or more natural-language queries (limits: see settings)")
+    model: str | None = Field(None, description="model name (GET /v1/models); default: the service's default")
+    top_k: int = Field(10, ge=1, le=1000, description="most moments returned per query")
+    nms_thres: float | None = Field(None, ge=0, le=1, description="NMS IoU threshold; default: the model's")
+    min_score: float | None = Field(None, ge=0, le=1, description="drop moments scoring below this")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"queries": ["a man opens the fridge", "a dog runs on the beach"], "model": "qvhighlights", "top_k": 5}]})
+
+
+class HighlightsRequest(BaseModel):
+    """The saliency curve of a video and its best clips, for highlight models or any model with a query."""
+
+    model: str | None = Field(None, description="default: the service's default model")
+    query: str | None = Field(None, description="default: the model's domain (highlight models)")
+    top_k: int = Field(5, ge=1, le=1000, description="best clips returned")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model": "youtube-dog", "top_k": 5}]})
+
+
+class SummaryRequest(BaseModel):
+    """A summary: the most salient clips up to ``budget`` x the video's duration, merged into segments."""
+
+    model: str | None = None
+    query: str | None = Field(None, description="default: the model's domain (highlight models)")
+    budget: float = Field(0.15, gt=0, le=1, description="share of the video the summary may keep")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"model": "tvsum-bk", "budget": 0.15}]})
+
+
+# ---------------------------------------------------------------------------------------------------------- answers
+
+
+class Moment(BaseModel):
+    """A time span in seconds with its score (built from an engine row ``(start, end, score)`` too)."""
+
+    start: float
+    end: float
+    score: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_row(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple) and len(value) == 3:
+            return dict(start=value[0], end=value[1], score=value[2])
+        return value
+
+
+class QueryResult(BaseModel):
+    """The answer to one query."""
+
+    query: str
+    moments: list[Moment] = Field(description="best first; empty for saliency-only models")
+    saliency: list[float] = Field(description="one value per clip of clip_seconds")
+    clip_seconds: float
+    duration: float
+
+
+class MomentsAnswer(BaseModel):
+    """Answers in query order (what a worker stores; the response adds the video and the model)."""
+
+    results: list[QueryResult]
+
+
+class MomentsResponse(MomentsAnswer):
+    video_id: str
+    model: str
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"video_id": VIDEO_ID_EXAMPLE, "model": "qvhighlights", "results": [
+            {"query": "a man opens the fridge", "clip_seconds": 2.0, "duration": 150.0,
+             "moments": [{"start": 24.0, "end": 38.0, "score": 0.91}, {"start": 96.0, "end": 102.0, "score": 0.42}],
+             "saliency": [0.01, 0.02, 0.35, 0.88]}]}]})
+
+
+class HighlightsAnswer(BaseModel):
+    query: str
+    clip_seconds: float
+    duration: float
+    saliency: list[float]
+    highlights: list[Moment] = Field(description="the best clips, highest saliency first")
+
+
+class HighlightsResponse(HighlightsAnswer):
+    video_id: str
+    model: str
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"video_id": VIDEO_ID_EXAMPLE, "model": "youtube-dog", "query": "dog", "clip_seconds": 2.0,
+         "duration": 60.0, "saliency": [0.1, 0.7, 0.2], "highlights": [{"start": 2.0, "end": 4.0, "score": 0.7}]}]})
+
+
+class SummaryAnswer(BaseModel):
+    query: str
+    budget: float
+    duration: float
+    segments: list[Moment] = Field(description="in time order; score = mean saliency of the segment")
+
+
+class SummaryResponse(SummaryAnswer):
+    video_id: str
+    model: str
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"video_id": VIDEO_ID_EXAMPLE, "model": "tvsum-bk", "query": "BK", "budget": 0.15, "duration": 120.0,
+         "segments": [{"start": 10.0, "end": 16.0, "score": 0.8}, {"start": 70.0, "end": 82.0, "score": 0.7}]}]})
+
+
+class Pending(BaseModel):
+    """202: the answer is being computed. Repeat the identical request after ``retry_after`` seconds to get it
+    (identical requests share one job, so repeating costs nothing)."""
+
+    status: Status
+    video_id: str
+    job_id: str
+    retry_after: int
+    message: str
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"status": "processing", "video_id": VIDEO_ID_EXAMPLE, "job_id": "2f1c9a6e0b7d4e1f",
+         "retry_after": 2, "message": "the answer is being computed; repeat the same request to get it"}]})
+
+
+class ModelCard(BaseModel):
+    """What a model is and can do, as the workers that load it describe it (part of their heartbeat).
+
+    The API learns the models' capabilities from these cards only: it never reads weights or the model zoo.
+    """
+
+    name: str
+    dataset: str
+    domain: str | None = Field(description="the query highlight-only models use when a request gives none")
+    clip: str = Field(description="CLIP architecture")
+    fps: float = Field(description="frames per second the video is sampled at (one feature clip each)")
+    outputs: Literal["moments+saliency", "saliency"] = Field(
+        description='"moments+saliency" or "saliency" (highlight-only models)')
+    unit: float | None = Field(None, description="seconds moment boundaries are rounded to (None: no rounding)")
+
+    @property
+    def has_moments(self) -> bool:
+        return self.outputs == "moments+saliency"
+
+
+class ModelInfo(BaseModel):
+    """A served model; its description is null until a worker that loads it has reported."""
+
+    name: str
+    dataset: str | None
+    domain: str | None
+    clip: str | None = Field(description="CLIP architecture")
+    fps: float | None = Field(description="frames per second the video is sampled at (one feature clip each)")
+    outputs: str | None = Field(description='"moments+saliency" or "saliency" (highlight-only models)')
+    default: bool
+    loaded: bool = Field(description="a live worker has it loaded")
+    missing_files: list[str] = Field(description="weight files a worker could not find or fetch")
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"name": "qvhighlights", "dataset": "QVHighlights", "domain": None, "clip": "ViT-B-32", "fps": 0.5,
+         "outputs": "moments+saliency", "default": True, "loaded": True, "missing_files": []}]})
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    workers: int = Field(description="live workers (fresh heartbeat)")
+    models: list[str] = Field(description="configured models, all loaded by a live worker")
+
+
+# ---------------------------------------------------------------------------------------------------------- queue
+
+
+class Job(BaseModel):
+    """What goes on the queue (as JSON). Ground jobs carry everything the worker needs to answer."""
+
+    job_id: str
+    kind: JobKind
+    video_id: str
+    model: str
+    mode: Mode = Mode.moments
+    queries: list[str] = []
+    top_k: int | None = None
+    nms_thres: float | None = None
+    min_score: float | None = None
+    budget: float | None = None
+    created_at: float = Field(default_factory=time.time)
+
+
+class WorkerModel(BaseModel):
+    """A worker's view of one configured model (part of its heartbeat)."""
+
+    loaded: bool
+    loading: bool = False
+    """The worker is still loading it (not an error yet)."""
+    card: ModelCard | None = None
+    """What the model can do (known from its spec even while its weights are missing)."""
+    feature_id: str | None = None
+    missing_files: list[str] = []
+    message: str | None = None
+    """Why it is not loaded, with what to do (e.g. which file to download and where to put it)."""
+
+
+class WorkerInfo(BaseModel):
+    """A worker's heartbeat."""
+
+    worker_id: str
+    host: str
+    pid: int
+    device: str
+    started_at: float
+    seen_at: float
+    models: dict[str, WorkerModel]
+    running: list[str] = Field(default_factory=list, description="ids of the jobs in hand")
+
+
+# ---------------------------------------------------------------------------------------------------------- records
+
+
+class VideoRecord(BaseModel):
+    """Stored per uploaded video (``{p}:video:{id}``)."""
+
+    video_id: str
+    status: Status = Status.queued
+    progress: float = 0.0
+    model: str
+    size_bytes: int
+    duration: float | None = None
+    num_clips: int | None = None
+    clip_seconds: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_status: int | None = None
+    job_id: str | None = None
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+    def public(self) -> VideoStatus:
+        error = ErrorDetail(code=self.error_code, message=self.error_message or "") if self.error_code else None
+        return VideoStatus(video_id=self.video_id, status=self.status, progress=self.progress, model=self.model,
+                           size_bytes=self.size_bytes, duration=self.duration, num_clips=self.num_clips,
+                           clip_seconds=self.clip_seconds, error=error)
+
+
+class JobRecord(BaseModel):
+    """Stored per job (``{p}:job:{id}``)."""
+
+    job_id: str
+    kind: JobKind
+    video_id: str
+    model: str
+    status: Status = Status.queued
+    attempts: int = 0
+    worker: str | None = None
+    result: dict[str, Any] | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_status: int | None = None
+    seconds: dict[str, float] = Field(default_factory=dict, description="time per stage: decode/encode/ground")
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)

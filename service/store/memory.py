@@ -1,0 +1,488 @@
+"""Embedded mode (no ``REDIS_URL``): the same stores in this process, for one API and its worker thread.
+
+Each class is the in-process twin of a Redis store with the same semantics (TTLs, at-least-once delivery,
+verified chunked entries), kept as small as that allows. Uploaded videos go to a folder, features to memory
+bounded by ``Settings.memory_cache_bytes`` (least recently used out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from service.contract.keys import Keys
+from service.contract.schemas import Job, JobRecord, Status, VideoRecord, WorkerInfo
+
+from .chunks import ChunkStore, CorruptEntry, Header, rechunk
+from .jobs import Delivery, JobStore, Outcome, parse_delivery
+from .records import Records
+
+# ------------------------------------------------------------------------------------------------------ chunks
+
+
+class _Indexes:
+    """Sets of names kept in this process (an index outlives nothing: the process holds every entry)."""
+
+    def _sets(self) -> dict[str, set[str]]:
+        sets: dict[str, set[str]] = self.__dict__.setdefault("_index_sets", defaultdict(set))
+        return sets
+
+    def index_add(self, index: str, member: str, ttl_s: int) -> None:
+        self._sets()[index].add(member)
+
+    def index_members(self, index: str) -> set[str]:
+        return set(self._sets().get(index, ()))
+
+    def index_drop(self, index: str) -> None:
+        self._sets().pop(index, None)
+
+
+class MemoryChunkStore(_Indexes, ChunkStore):
+    """Embedded mode: entries in this process's memory, at most ``capacity_bytes``, least recently used out."""
+
+    def __init__(self, chunk_bytes: int, capacity_bytes: int,
+                 on_corrupt: Callable[[str, str], None] | None = None) -> None:
+        super().__init__(chunk_bytes, on_corrupt)
+        self.capacity_bytes = capacity_bytes
+        self._lock = threading.RLock()
+        # name -> [header bytes, chunks, expires at]; chunk lists are filled before the header lands.
+        self._entries: OrderedDict[str, list[Any]] = OrderedDict()
+        self._chunks: dict[str, list[bytes]] = {}
+        self._used = 0
+
+    def _live(self, name: str) -> list[Any] | None:
+        entry = self._entries.get(name)
+        if entry is not None and entry[2] < time.monotonic():
+            self._drop(name)
+            return None
+        if entry is not None:
+            self._entries.move_to_end(name)
+        return entry
+
+    def _drop(self, name: str) -> None:
+        self._entries.pop(name, None)
+        chunks = self._chunks.pop(name, None)
+        if chunks:
+            self._used -= sum(len(c) for c in chunks)
+
+    def _write_chunks(self, name: str, chunks: Iterator[bytes], ttl_s: int) -> None:
+        data = list(chunks)
+        with self._lock:
+            self._drop(name)
+            self._chunks[name] = data
+            self._used += sum(len(c) for c in data)
+
+    def _write_header(self, name: str, header: bytes, ttl_s: int) -> None:
+        with self._lock:
+            self._entries[name] = [header, None, time.monotonic() + ttl_s]
+            while self._used > self.capacity_bytes and len(self._entries) > 1:
+                oldest = next(iter(self._entries))
+                self._drop(oldest)
+
+    def _read_header(self, name: str) -> bytes | None:
+        with self._lock:
+            entry = self._live(name)
+            return None if entry is None else entry[0]
+
+    def _read_chunks(self, name: str, header: Header) -> Iterator[bytes | None]:
+        with self._lock:
+            chunks = list(self._chunks.get(name, []))
+        for index in range(header.num_chunks):
+            yield chunks[index] if index < len(chunks) else None
+
+    def exists(self, name: str) -> bool:
+        with self._lock:
+            return self._live(name) is not None
+
+    def touch(self, name: str, ttl_s: int) -> bool:
+        with self._lock:
+            entry = self._live(name)
+            if entry is None:
+                return False
+            entry[2] = time.monotonic() + ttl_s
+            return True
+
+
+    def _delete_header(self, name: str) -> None:
+        with self._lock:
+            self._entries.pop(name, None)
+
+    def _delete_chunks(self, name: str, count: int | None) -> None:
+        with self._lock:
+            self._drop(name)
+
+
+class DirChunkStore(_Indexes, ChunkStore):
+    """Embedded mode's uploaded videos: one file per entry (header length u32, header, payload) in a folder.
+
+    Expiry is the file's modification time plus the TTL stored in the header meta; expired files are removed
+    when read and on every write.
+    """
+
+    def __init__(self, root: Path, chunk_bytes: int, on_corrupt: Callable[[str, str], None] | None = None) -> None:
+        super().__init__(chunk_bytes, on_corrupt)
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+
+    def _path(self, name: str) -> Path:
+        return self.root / (name.replace("/", "_").replace(":", "_") + ".r2ck")
+
+    def put(self, name: str, pieces: Iterable[bytes | bytearray | memoryview], meta: dict[str, Any],
+            ttl_s: int) -> Header:
+        self._sweep()
+        path = self._path(name)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+        crc, total, count = 0, 0, 0
+        with open(tmp, "wb") as f:
+            f.write(b"\0" * 4)  # header length, patched below; the header itself goes at the end
+            for chunk in rechunk(pieces, self.chunk_bytes):
+                f.write(chunk)
+                crc, total, count = zlib.crc32(chunk, crc), total + len(chunk), count + 1
+            header = Header(total, self.chunk_bytes, count, crc, {**meta, "_ttl_s": ttl_s})
+            packed = header.pack()
+            f.write(packed)
+            f.seek(0)
+            f.write(struct.pack(">I", len(packed)))
+        os.replace(tmp, path)
+        return header
+
+    def _open(self, name: str) -> tuple[Path, int, int] | None:
+        """(path, payload size, header size) of a live entry."""
+        path = self._path(name)
+        try:
+            size, mtime = path.stat().st_size, path.stat().st_mtime
+            with open(path, "rb") as f:
+                (head_len,) = struct.unpack(">I", f.read(4))
+                f.seek(size - head_len)
+                header = Header.unpack(f.read(head_len))
+        except FileNotFoundError:
+            return None
+        except (OSError, struct.error, CorruptEntry):
+            return path, -1, 0
+        if mtime + float(header.meta.get("_ttl_s", 0)) < time.time():
+            path.unlink(missing_ok=True)
+            return None
+        return path, size - 4 - head_len, head_len
+
+    def _read_header(self, name: str) -> bytes | None:
+        found = self._open(name)
+        if found is None:
+            return None
+        path, payload, head_len = found
+        if payload < 0:
+            return b""  # unreadable header: reported as corrupt by the caller
+        with open(path, "rb") as f:
+            f.seek(4 + payload)
+            return f.read(head_len)
+
+    def _read_chunks(self, name: str, header: Header) -> Iterator[bytes | None]:
+        with open(self._path(name), "rb") as f:
+            f.seek(4)
+            for index in range(header.num_chunks):
+                data = f.read(header.expected_size(index))
+                yield data if data else None
+
+    def get(self, name: str) -> tuple[dict[str, Any], bytes] | None:
+        found = super().get(name)
+        return None if found is None else ({k: v for k, v in found[0].items() if k != "_ttl_s"}, found[1])
+
+    def exists(self, name: str) -> bool:
+        return self._open(name) is not None
+
+    def touch(self, name: str, ttl_s: int) -> bool:
+        if self._open(name) is None:
+            return False
+        os.utime(self._path(name))
+        return True
+
+
+    def _delete_header(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def _delete_chunks(self, name: str, count: int | None) -> None:
+        pass  # one file holds everything
+
+    def _write_chunks(self, name: str, chunks: Iterator[bytes], ttl_s: int) -> None:  # pragma: no cover
+        raise NotImplementedError("DirChunkStore.put writes whole files")
+
+    def _write_header(self, name: str, header: bytes, ttl_s: int) -> None:  # pragma: no cover
+        raise NotImplementedError("DirChunkStore.put writes whole files")
+
+    def _sweep(self) -> None:
+        for path in self.root.glob("*.r2ck"):
+            try:
+                with open(path, "rb") as f:
+                    (head_len,) = struct.unpack(">I", f.read(4))
+                    f.seek(path.stat().st_size - head_len)
+                    ttl = float(Header.unpack(f.read(head_len)).meta.get("_ttl_s", 0))
+                if path.stat().st_mtime + ttl < time.time():
+                    path.unlink(missing_ok=True)
+            except (OSError, struct.error, CorruptEntry):
+                continue
+
+
+# ------------------------------------------------------------------------------------------------------ records
+
+
+class _Expiring:
+    """A dict whose entries expire (monotonic clock), guarded by one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.data: dict[str, tuple[Any, float]] = {}
+
+    def get(self, key: str) -> Any:
+        found = self.data.get(key)
+        if found is None:
+            return None
+        if found[1] < time.monotonic():
+            del self.data[key]
+            return None
+        return found[0]
+
+    def put(self, key: str, value: Any, ttl_s: float) -> None:
+        self.data[key] = (value, time.monotonic() + ttl_s)
+
+
+def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+    """Field values as they come back from JSON (enums as their values), like the Redis hashes."""
+    plain: dict[str, Any] = json.loads(json.dumps({k: (v.value if hasattr(v, "value") else v)
+                                                   for k, v in fields.items()}))
+    return plain
+
+
+class MemoryRecords(Records):
+    def __init__(self) -> None:
+        self._items = _Expiring()
+        self._metrics: dict[str, float] = {}
+        self.keys = Keys("memory")
+
+    def create_video(self, record: VideoRecord, ttl_s: int) -> bool:
+        with self._items.lock:
+            key = self.keys.video(record.video_id)
+            if self._items.get(key) is not None:
+                return False
+            self._items.put(key, record.model_dump(mode="json"), ttl_s)
+            return True
+
+    def get_video(self, video_id: str) -> VideoRecord | None:
+        with self._items.lock:
+            raw = self._items.get(self.keys.video(video_id))
+            return VideoRecord.model_validate(raw) if raw is not None else None
+
+    def update_video(self, video_id: str, **fields: Any) -> bool:
+        with self._items.lock:
+            raw = self._items.get(self.keys.video(video_id))
+            if raw is None:
+                return False
+            raw.update(_plain({**fields, "updated_at": time.time()}))
+            return True
+
+    def delete_video(self, video_id: str) -> bool:
+        with self._items.lock:
+            return self._items.data.pop(self.keys.video(video_id), None) is not None
+
+    def touch_video(self, video_id: str, ttl_s: int) -> None:
+        with self._items.lock:
+            raw = self._items.get(self.keys.video(video_id))
+            if raw is not None:
+                self._items.put(self.keys.video(video_id), raw, ttl_s)
+
+    def heartbeat(self, info: WorkerInfo, ttl_s: float) -> None:
+        with self._items.lock:
+            self._items.put(self.keys.worker(info.worker_id), info.model_dump_json(), ttl_s)
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self._items.lock:
+            self._items.data.pop(self.keys.worker(worker_id), None)
+
+    def live_workers(self) -> list[WorkerInfo]:
+        prefix = self.keys.worker("")
+        with self._items.lock:
+            found = [self._items.get(k) for k in list(self._items.data) if k.startswith(prefix)]
+        return [WorkerInfo.model_validate_json(raw) for raw in found if raw is not None]
+
+    def add_metrics(self, increments: dict[str, float]) -> None:
+        with self._items.lock:
+            for name, amount in increments.items():
+                self._metrics[name] = self._metrics.get(name, 0.0) + amount
+
+    def read_metrics(self) -> dict[str, float]:
+        with self._items.lock:
+            return dict(self._metrics)
+
+    def ping(self) -> None:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------------ jobs
+
+
+def _resolve(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(True)
+
+
+class MemoryJobStore(JobStore):
+    """One shared queue (embedded mode has one worker), job records with TTLs, and done events."""
+
+    def __init__(self, max_length: int, metrics: MemoryRecords) -> None:
+        super().__init__(max_length)
+        self._cond = threading.Condition()
+        self._records = _Expiring()
+        self._requests = _Expiring()
+        self._waiting: deque[tuple[str, str]] = deque()  # (entry id, payload JSON)
+        self._claims: OrderedDict[str, tuple[str, str, float]] = OrderedDict()  # id -> (consumer, payload, since)
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]]] = defaultdict(list)
+        self._metrics = metrics
+        self._seq = 0
+
+    # ------------------------------------------------------------------------------------------------ API side
+
+    def submit(self, job: Job, ttl_s: int, request_hash: str | None = None) -> JobRecord:
+        with self._cond:
+            if request_hash is not None:
+                existing = self._requests.get(request_hash)
+                record = self._records.get(existing) if existing else None
+                if record is not None and record["status"] != Status.failed.value:
+                    return JobRecord.model_validate(record)
+            if len(self._waiting) + len(self._claims) >= self.max_length:
+                raise self.full_error()
+            record = JobRecord(job_id=job.job_id, kind=job.kind, video_id=job.video_id, model=job.model)
+            self._records.put(job.job_id, record.model_dump(mode="json"), ttl_s)
+            if request_hash is not None:
+                self._requests.put(request_hash, job.job_id, ttl_s)
+            self._seq += 1
+            self._waiting.append((f"{int(time.time() * 1000)}-{self._seq}", job.model_dump_json()))
+            self._cond.notify_all()
+            return record
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._cond:
+            raw = self._records.get(job_id)
+            return JobRecord.model_validate(raw) if raw is not None else None
+
+    async def wait(self, job_id: str, timeout_s: float) -> bool:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        with self._cond:
+            raw = self._records.get(job_id)
+            if raw is None or raw["status"] in (Status.ready.value, Status.failed.value):
+                return raw is not None
+            self._waiters[job_id].append((loop, future))
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            with self._cond:
+                waiting = self._waiters.get(job_id, [])
+                if (loop, future) in waiting:
+                    waiting.remove((loop, future))
+                if not waiting:
+                    self._waiters.pop(job_id, None)
+
+    def length(self) -> int:
+        with self._cond:
+            return len(self._waiting) + len(self._claims)
+
+    # ------------------------------------------------------------------------------------------------ worker side
+
+    def open(self, consumer: str) -> None:
+        return None
+
+    def close(self, consumer: str) -> None:
+        return None
+
+    def take(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
+        deadline = time.monotonic() + block_s
+        with self._cond:
+            while not self._waiting:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                self._cond.wait(left)
+            out: list[Delivery] = []
+            while self._waiting and len(out) < count:
+                entry_id, payload = self._waiting.popleft()
+                self._claims[entry_id] = (consumer, payload, time.monotonic())
+                out.append(parse_delivery(entry_id, "", payload, False))
+            return out
+
+    def begin(self, consumer: str, deliveries: list[Delivery]) -> list[int]:
+        counts = []
+        with self._cond:
+            for d in deliveries:
+                raw = self._records.get(d.job.job_id) if d.job is not None else None
+                if raw is None:
+                    counts.append(0)
+                    continue
+                raw.update(_plain(dict(attempts=int(raw.get("attempts", 0)) + 1, status=Status.processing,
+                                       worker=consumer, updated_at=time.time())))
+                counts.append(raw["attempts"])
+        return counts
+
+    def finish(self, consumer: str, outcomes: list[Outcome], metrics: dict[str, float] | None = None,
+               seconds: dict[str, float] | None = None) -> None:
+        with self._cond:
+            for o in outcomes:
+                self._claims.pop(o.delivery.entry_id, None)
+                job = o.delivery.job
+                raw = self._records.get(job.job_id) if job is not None else None
+                if job is None or raw is None:
+                    continue
+                fields: dict[str, Any] = dict(worker=consumer, updated_at=time.time(), seconds=seconds or {})
+                if o.failed:
+                    fields.update(status=Status.failed, error_code=o.error_code, error_message=o.error_message,
+                                  error_status=o.error_status)
+                else:
+                    fields.update(status=Status.ready, result=o.result)
+                raw.update(_plain(fields))
+                for loop, future in self._waiters.pop(job.job_id, []):
+                    loop.call_soon_threadsafe(_resolve, future)
+        self._metrics.add_metrics(metrics or {})
+
+    def release(self, deliveries: list[Delivery]) -> None:
+        with self._cond:
+            for d in reversed(deliveries):  # back at the front, in their order
+                claim = self._claims.pop(d.entry_id, None)
+                if claim is not None:
+                    self._waiting.appendleft((d.entry_id, claim[1]))
+            self._cond.notify_all()
+
+    def reclaim(self, consumer: str, min_idle_s: float, count: int) -> list[Delivery]:
+        now = time.monotonic()
+        with self._cond:
+            stale = [eid for eid, (_, _, since) in self._claims.items() if now - since >= min_idle_s][:count]
+            out = []
+            for entry_id in stale:
+                _, payload, _ = self._claims[entry_id]
+                self._claims[entry_id] = (consumer, payload, now)
+                out.append(parse_delivery(entry_id, "", payload, True))
+            return out
+
+    def extend(self, consumer: str, deliveries: list[Delivery]) -> None:
+        now = time.monotonic()
+        with self._cond:
+            for d in deliveries:
+                if d.entry_id in self._claims:
+                    _, payload, _ = self._claims[d.entry_id]
+                    self._claims[d.entry_id] = (consumer, payload, now)
+
+    def hold(self, consumer: str, video_id: str, model: str, ttl_s: float) -> None:
+        return None  # one worker: every job is its own
+
+    def wake(self) -> None:
+        """Wake consumers blocked in :meth:`take` (shutdown)."""
+        with self._cond:
+            self._cond.notify_all()

@@ -1,0 +1,93 @@
+"""Chunked entries (see :mod:`service.store.chunks`) in Redis, shared by the API and every worker."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+
+import redis
+
+from service.contract.keys import Keys
+
+from .chunks import ChunkStore, CorruptEntry, Header
+
+_CHUNK_GRACE_S = 60  # chunks expire this much after their header
+_READ_BATCH_BYTES = 64 << 20  # fetch at most this much per Redis round trip
+
+
+def _batched(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+class RedisChunkStore(ChunkStore):
+    """Entries in Redis, shared by the API and every worker on every machine."""
+
+    def __init__(self, client: redis.Redis, chunk_bytes: int,
+                 on_corrupt: Callable[[str, str], None] | None = None) -> None:
+        super().__init__(chunk_bytes, on_corrupt)
+        self.client = client
+
+    def _write_chunks(self, name: str, chunks: Iterator[bytes], ttl_s: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pending = 0
+        for index, chunk in enumerate(chunks):
+            pipe.set(Keys.chunk(name, index), chunk, ex=ttl_s + _CHUNK_GRACE_S)
+            pending += len(chunk)
+            if pending >= _READ_BATCH_BYTES:
+                pipe.execute()
+                pending = 0
+        pipe.execute()
+
+    def _write_header(self, name: str, header: bytes, ttl_s: int) -> None:
+        self.client.set(name, header, ex=ttl_s)
+
+    def _read_header(self, name: str) -> bytes | None:
+        return self.client.get(name)  # type: ignore[return-value]
+
+    def _read_chunks(self, name: str, header: Header) -> Iterator[bytes | None]:
+        per_batch = max(1, _READ_BATCH_BYTES // header.chunk_bytes)
+        for start in range(0, header.num_chunks, per_batch):
+            keys = [Keys.chunk(name, i) for i in range(start, min(start + per_batch, header.num_chunks))]
+            yield from self.client.mget(keys)  # type: ignore[misc]
+
+    def exists(self, name: str) -> bool:
+        return bool(self.client.exists(name))
+
+    def touch(self, name: str, ttl_s: int) -> bool:
+        raw = self._read_header(name)
+        if raw is None:
+            return False
+        try:
+            count = Header.unpack(raw).num_chunks
+        except CorruptEntry:
+            return False
+        pipe = self.client.pipeline(transaction=False)
+        for index in range(count):
+            pipe.expire(Keys.chunk(name, index), ttl_s + _CHUNK_GRACE_S)
+        pipe.expire(name, ttl_s)
+        return bool(pipe.execute()[-1])
+
+    def index_add(self, index: str, member: str, ttl_s: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(index, member)
+        pipe.expire(index, ttl_s + _CHUNK_GRACE_S)
+        pipe.execute()
+
+    def index_members(self, index: str) -> set[str]:
+        return {m.decode() if isinstance(m, bytes) else m for m in self.client.smembers(index)}
+
+    def index_drop(self, index: str) -> None:
+        self.client.delete(index)
+
+    def _delete_header(self, name: str) -> None:
+        self.client.delete(name)
+
+    def _delete_chunks(self, name: str, count: int | None) -> None:
+        if count is None:  # the header was unreadable: find the chunks (rare; they would expire anyway)
+            for batch in _batched(self.client.scan_iter(match=f"{name}:c*", count=1000), 500):
+                self.client.delete(*batch)
+            return
+        for start in range(0, count, 500):
+            self.client.delete(*[Keys.chunk(name, i) for i in range(start, min(count, start + 500))])

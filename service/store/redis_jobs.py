@@ -1,0 +1,306 @@
+"""Jobs in Redis: a hash per job, Streams with one consumer group for the queues, a list as the done signal.
+
+Every key here shares the hash tag ``{q}`` (see :mod:`service.contract.keys`), so each script and transaction
+touches one slot. Submitting is one script (join an identical request, check the queue limit, pick the queue,
+create the record, append the job); a worker's batch is begun with one script and finished with one
+transaction (answers, acknowledgements, done tokens, metrics). Waiters rotate the done token of their job with
+``BLMOVE``, so every request waiting on the same job wakes, and a late one finds it at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from service.contract.keys import JOB_GROUP, Keys
+from service.contract.schemas import Job, JobRecord, Status
+
+from .jobs import Delivery, JobStore, Outcome, parse_delivery
+from .records import decode_fields, encode_fields
+
+_WAIT_SLICE_S = 1.0  # one blocking call waits at most this long, so a frozen Redis is noticed
+
+# KEYS: shared queue, job record, request key, affinity key, own-queue set.
+# ARGV: max length, payload, ttl, job id, use request key (0/1), queue-slot prefix, record fields...
+_SUBMIT = """
+local prefix = ARGV[6]
+if ARGV[5] == '1' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then
+    local status = redis.call('HGET', prefix .. ':job:' .. existing, 'status')
+    if status and status ~= '"failed"' then return {'joined', existing} end
+  end
+end
+local total = redis.call('XLEN', KEYS[1])
+local owners = redis.call('SMEMBERS', KEYS[5])
+for _, owner in ipairs(owners) do total = total + redis.call('XLEN', prefix .. ':jobs:' .. owner) end
+if total >= tonumber(ARGV[1]) then return {'full'} end
+local queue = KEYS[1]
+local holder = redis.call('GET', KEYS[4])
+if holder and redis.call('SISMEMBER', KEYS[5], holder) == 1
+    and redis.call('EXISTS', prefix .. ':worker:' .. holder) == 1 then
+  queue = prefix .. ':jobs:' .. holder
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+if ARGV[5] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
+redis.call('XADD', queue, '*', 'job', ARGV[2])
+return {'queued', queue}
+"""
+
+# KEYS: job records. ARGV: worker (JSON), now (JSON). Returns the delivery count per job (0: record gone).
+_BEGIN = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 then
+    out[i] = 0
+  else
+    out[i] = redis.call('HINCRBY', key, 'attempts', 1)
+    redis.call('HSET', key, 'status', '"processing"', 'worker', ARGV[1], 'updated_at', ARGV[2])
+  end
+end
+return out
+"""
+
+# KEYS: job record. ARGV: fields... Updates only a record that still exists (never resurrects an expired one).
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+# KEYS: shared queue, own-queue set, worker index. ARGV: orphaned worker id, queue-slot prefix.
+# Moves every entry of the orphan's own queue (waiting or in its hands) to the shared queue, then forgets it.
+_ADOPT = """
+local own = ARGV[2] .. ':jobs:' .. ARGV[1]
+local moved = 0
+for _, entry in ipairs(redis.call('XRANGE', own, '-', '+')) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'job' then redis.call('XADD', KEYS[1], '*', 'job', fields[i + 1]); moved = moved + 1 end
+  end
+end
+redis.call('DEL', own)
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return moved
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisJobStore(JobStore):
+    """Jobs of every process of a deployment, in one Redis (or one slot of a cluster)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, max_length: int, *, result_ttl_s: int, url: str,
+                 timeout_s: float) -> None:
+        super().__init__(max_length)
+        self.client, self.keys = client, keys
+        self.result_ttl_s = result_ttl_s
+        self._url, self._timeout_s = url, timeout_s
+        self._async: redis.asyncio.Redis | None = None
+        self._submit = client.register_script(_SUBMIT)
+        self._begin = client.register_script(_BEGIN)
+        self._update = client.register_script(_UPDATE)
+        self._adopt = client.register_script(_ADOPT)
+        self._groups: set[str] = set()
+
+    @property
+    def _slot(self) -> str:
+        return self.keys.jobs.rsplit(":", 1)[0]  # "{p}:{q}"
+
+    def _ensure_group(self, queue: str) -> None:
+        if queue in self._groups:
+            return
+        try:
+            # From id 0: entries added before the group existed are delivered too.
+            self.client.xgroup_create(queue, JOB_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+        self._groups.add(queue)
+
+    def _nogroup(self, err: redis.ResponseError) -> bool:
+        if "NOGROUP" in str(err):  # a stream or group vanished (Redis restarted empty, FLUSHDB): recreate
+            self._groups.clear()
+            return True
+        return False
+
+    # ------------------------------------------------------------------------------------------------ API side
+
+    def submit(self, job: Job, ttl_s: int, request_hash: str | None = None) -> JobRecord:
+        self._ensure_group(self.keys.jobs)
+        record = JobRecord(job_id=job.job_id, kind=job.kind, video_id=job.video_id, model=job.model)
+        fields = [item for pair in encode_fields(record.model_dump(mode="json")).items() for item in pair]
+        keys = [self.keys.jobs, self.keys.job(job.job_id), self.keys.request(request_hash or job.job_id),
+                self.keys.affinity(job.video_id, job.model), self.keys.streams]
+        args = [self.max_length, job.model_dump_json(), ttl_s, job.job_id, "1" if request_hash else "0",
+                self._slot, *fields]
+        try:
+            reply = self._submit(keys=keys, args=args)
+        except redis.ResponseError as err:
+            if not self._nogroup(err):
+                raise
+            reply = self._submit(keys=keys, args=args)
+        outcome = _text(reply[0])
+        if outcome == "full":
+            raise self.full_error()
+        if outcome == "joined":
+            joined = self.get(_text(reply[1]))
+            if joined is not None:
+                return joined
+            return self.submit(job, ttl_s, request_hash)  # expired in between: run it anew
+        return record
+
+    def get(self, job_id: str) -> JobRecord | None:
+        raw = self.client.hgetall(self.keys.job(job_id))
+        return JobRecord.model_validate(decode_fields(raw)) if raw else None
+
+    def _async_client(self) -> redis.asyncio.Redis:
+        if self._async is None:  # created in the event loop that waits
+            self._async = redis.asyncio.Redis.from_url(
+                self._url, socket_connect_timeout=self._timeout_s, socket_timeout=self._timeout_s + _WAIT_SLICE_S,
+                protocol=2)
+        return self._async
+
+    async def wait(self, job_id: str, timeout_s: float) -> bool:
+        client, key = self._async_client(), self.keys.done(job_id)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            # A rotation (LEFT -> RIGHT of the same list) leaves the token for every other waiter.
+            token = await client.blmove(key, key, max(0.01, min(_WAIT_SLICE_S, left)),  # type: ignore[arg-type]
+                                        "LEFT", "RIGHT")  # Redis takes fractional seconds; the stubs say int
+            if token is not None:
+                return True
+            if deadline - time.monotonic() <= 0:
+                return False
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.aclose()
+            self._async = None
+
+    def length(self) -> int:
+        owners = [_text(o) for o in self.client.smembers(self.keys.streams)]
+        pipe = self.client.pipeline(transaction=False)
+        for queue in (self.keys.jobs, *(self.keys.worker_jobs(o) for o in owners)):
+            pipe.xlen(queue)
+        return sum(int(n) for n in pipe.execute())
+
+    # ------------------------------------------------------------------------------------------------ worker side
+
+    def open(self, consumer: str) -> None:
+        self._ensure_group(self.keys.jobs)
+        self._ensure_group(self.keys.worker_jobs(consumer))
+        self.client.sadd(self.keys.streams, consumer)
+
+    def close(self, consumer: str) -> None:
+        self._adopt(keys=[self.keys.jobs, self.keys.streams, self.keys.workers], args=[consumer, self._slot])
+        self._groups.discard(self.keys.worker_jobs(consumer))
+
+    def take(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
+        own = self.keys.worker_jobs(consumer)
+        self._ensure_group(self.keys.jobs)
+        self._ensure_group(own)
+        block_ms = int(block_s * 1000)
+        try:
+            reply: Any = self.client.xreadgroup(JOB_GROUP, consumer, {own: ">", self.keys.jobs: ">"}, count=count,
+                                                block=block_ms if block_ms > 0 else None)
+        except redis.ResponseError as err:
+            if self._nogroup(err):
+                return []
+            raise
+        out: list[Delivery] = []
+        for queue, entries in reply or []:  # (stream, [(entry id, fields), ...]) pairs
+            for entry_id, fields in entries:
+                out.append(parse_delivery(_text(entry_id), _text(queue), fields.get(b"job") or fields.get("job"),
+                                          False))
+        return out  # up to ``count`` per queue: every entry read is this worker's now
+
+    def begin(self, consumer: str, deliveries: list[Delivery]) -> list[int]:
+        if not deliveries:
+            return []
+        keys = [self.keys.job(d.job.job_id) if d.job else self.keys.job(f"none-{d.entry_id}") for d in deliveries]
+        counts = self._begin(keys=keys, args=[json.dumps(consumer), json.dumps(time.time())])
+        return [int(n) for n in counts]
+
+    def finish(self, consumer: str, outcomes: list[Outcome], metrics: dict[str, float] | None = None,
+               seconds: dict[str, float] | None = None) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        now = time.time()
+        for o in outcomes:
+            d = o.delivery
+            if d.job is not None:
+                fields: dict[str, Any] = dict(worker=consumer, updated_at=now, seconds=seconds or {})
+                if o.failed:
+                    fields.update(status=Status.failed, error_code=o.error_code, error_message=o.error_message,
+                                  error_status=o.error_status)
+                else:
+                    fields.update(status=Status.ready, result=o.result)
+                flat = [item for pair in encode_fields(fields).items() for item in pair]
+                self._update(keys=[self.keys.job(d.job.job_id)], args=flat, client=pipe)
+                done = self.keys.done(d.job.job_id)
+                pipe.rpush(done, "1")
+                pipe.expire(done, self.result_ttl_s)
+            pipe.xack(d.queue, JOB_GROUP, d.entry_id)
+            pipe.xdel(d.queue, d.entry_id)
+        for name, amount in (metrics or {}).items():
+            pipe.hincrbyfloat(self.keys.metrics, name, amount)
+        pipe.execute()
+
+    def release(self, deliveries: list[Delivery]) -> None:
+        # Re-added as new entries of the shared queue and the taken ones removed, in one transaction: the job is
+        # never lost nor doubled, and the total length (the queue limit) does not change.
+        if not deliveries:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        for d in deliveries:
+            if d.raw is not None:
+                pipe.xadd(self.keys.jobs, {"job": d.raw})
+            pipe.xack(d.queue, JOB_GROUP, d.entry_id)
+            pipe.xdel(d.queue, d.entry_id)
+        pipe.execute()
+
+    def reclaim(self, consumer: str, min_idle_s: float, count: int) -> list[Delivery]:
+        orphans: Any = self.client.zrangebyscore(self.keys.workers, "-inf", time.time() - min_idle_s)
+        for orphan in orphans:
+            if _text(orphan) != consumer:
+                self._adopt(keys=[self.keys.jobs, self.keys.streams, self.keys.workers],
+                            args=[_text(orphan), self._slot])
+        out: list[Delivery] = []
+        for queue in (self.keys.worker_jobs(consumer), self.keys.jobs):  # own: left by an earlier run of this id
+            self._ensure_group(queue)
+            try:
+                reply = self.client.xautoclaim(queue, JOB_GROUP, consumer, int(min_idle_s * 1000), start_id="0-0",
+                                               count=count - len(out))
+            except redis.ResponseError as err:
+                if self._nogroup(err):
+                    continue
+                raise
+            claimed = reply[1] if len(reply) > 1 else []
+            deleted = reply[2] if len(reply) > 2 else []
+            if deleted:  # pending entries whose payload is gone: nothing to run, just clear them
+                self.client.xack(queue, JOB_GROUP, *deleted)
+            out += [parse_delivery(_text(entry_id), queue, fields.get(b"job") or fields.get("job"), True)
+                    for entry_id, fields in claimed if fields]
+            if len(out) >= count:
+                break
+        return out
+
+    def extend(self, consumer: str, deliveries: list[Delivery]) -> None:
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for d in deliveries:
+            by_queue[d.queue].append(d.entry_id)
+        for queue, entry_ids in by_queue.items():
+            self.client.xclaim(queue, JOB_GROUP, consumer, 0, list[Any](entry_ids), justid=True)
+
+    def hold(self, consumer: str, video_id: str, model: str, ttl_s: float) -> None:
+        self.client.set(self.keys.affinity(video_id, model), consumer, px=int(ttl_s * 1000))

@@ -1,0 +1,253 @@
+"""The pipeline a batch of jobs on one video goes through, every step in order in :meth:`Pipeline.run`."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.engine import Grounder, GroundingResult
+from models.postprocess import select_moments
+from models.r2 import VideoState
+from models.video import VideoError, VideoInfo
+from service.contract.errors import NotFound, classify
+from service.contract.metrics import ADAPTER_HITS, BATCH_SIZE, CACHE_HITS, CACHE_MISSES, JOB_SECONDS, MetricsBatch
+from service.contract.schemas import HighlightsAnswer, Job, JobKind, Mode, MomentsAnswer, Status, SummaryAnswer
+from service.contract.settings import Settings
+from service.store.backend import Backend
+from service.store.features import CachedFeatures
+from service.store.jobs import Delivery, Outcome
+
+from .models import Models
+
+log = logging.getLogger("service.worker")
+
+_PROGRESS_EVERY_S = 0.5  # how often encoding progress is written to the video record
+_AFFINITY_TTL_S = 3600.0  # how long a worker stays the preferred one for a video after it built its state
+
+
+class Stages:
+    """Seconds spent per pipeline stage (decode, encode, ground)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
+
+
+@dataclasses.dataclass
+class Video:
+    """What answering needs of one video under one model: its adapter state (or its features) and its info."""
+
+    info: VideoInfo
+    features: torch.Tensor | None = None  # (K, T, P, C) float16; None when the state was in memory
+    state: VideoState | None = None
+
+
+def features_to_tensor(cached: CachedFeatures) -> torch.Tensor:
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[cached.dtype]
+    return torch.frombuffer(bytearray(cached.data), dtype=dtype).reshape(cached.shape)  # (K, T, P, C)
+
+
+def tensor_to_features(features: torch.Tensor, info: VideoInfo) -> CachedFeatures:
+    array = features.contiguous().cpu().numpy()  # (K, T, P, C) float16
+    return CachedFeatures(str(array.dtype), tuple(array.shape), array.tobytes(), dataclasses.asdict(info))
+
+
+def shape_answer(job: Job, results: list[GroundingResult], grounder: Grounder) -> dict[str, Any]:
+    """A job's answer in the shape of its response body (the API adds video_id and model)."""
+    if job.mode == Mode.moments:
+        cut = [dataclasses.replace(r, moments=select_moments(r.moments, job.top_k, job.min_score)) for r in results]
+        return MomentsAnswer.model_validate(dict(results=[dataclasses.asdict(r) for r in cut])).model_dump()
+    (result,) = results
+    if job.mode == Mode.highlights:
+        return HighlightsAnswer.model_validate(dict(
+            query=result.query, clip_seconds=result.clip_seconds, duration=result.duration, saliency=result.saliency,
+            highlights=grounder.highlights(result, job.top_k or 5))).model_dump()
+    return SummaryAnswer.model_validate(dict(
+        query=result.query, budget=job.budget or 0.15, duration=result.duration,
+        segments=grounder.summarize(result, job.budget or 0.15))).model_dump()
+
+
+class Pipeline:
+    """Runs batches of jobs of one worker; ``consumer`` is the worker's id."""
+
+    def __init__(self, settings: Settings, backend: Backend, models: Models, consumer: str, scratch: Path) -> None:
+        self.settings, self.backend, self.models = settings, backend, models
+        self.consumer, self.scratch = consumer, scratch
+        self._infos: dict[str, VideoInfo] = {}  # video key -> info, for videos whose state is in memory
+        self._touched: dict[str, float] = {}  # video id -> when its TTLs were last restarted
+
+    def run(self, video_id: str, model: str, deliveries: list[Delivery]) -> None:
+        """Every step a batch of jobs on one video goes through, in order.
+
+        0. the model, loaded once at start; 1. the video's adapter state if this worker holds it, else
+        2. the feature cache; on a miss 3. fetch the uploaded bytes, 4. decode (child process, time-limited)
+        and CLIP-encode, 5. store the features; then 6. the adapter and post-processing, one model call for
+        all queries; 7. respond: store each job's answer, acknowledge it and wake its waiters, in one step.
+        """
+        jobs = [d.job for d in deliveries if d.job is not None]
+        stages, metrics = Stages(), MetricsBatch()
+        try:
+            grounder = self.models.get(model)                                                     # 0
+            key = f"{video_id}:{grounder.feature_id}"
+            video = self.held(key, grounder, metrics)                                             # 1
+            if video is None:
+                video = self.cache_lookup(video_id, grounder, metrics)                            # 2
+            if video is None:
+                path = self.fetch_video(video_id)                                                 # 3
+                try:
+                    video = self.decode_and_encode(path, video_id, grounder, stages)              # 4
+                finally:
+                    path.unlink(missing_ok=True)
+                self.store(video_id, grounder, video)                                             # 5
+                self.keep(video_id, model, grounder, video)
+            self.video_ready(video_id, model, grounder, video)
+            answers = self.answer(video_id, model, grounder, video, jobs, stages, metrics)        # 6
+            outcomes = [Outcome(d, result=answers.get(d.job.job_id) if d.job else None) for d in deliveries]
+            for d in deliveries:
+                if d.job is not None:
+                    metrics.inc("r2_jobs_total", kind=d.job.kind.value, outcome="ready")
+        except Exception as err:
+            outcomes = self.failed(deliveries, err, metrics)
+        for stage, seconds in stages.seconds.items():
+            metrics.observe(JOB_SECONDS, seconds, stage=stage)
+        self.backend.jobs.finish(self.consumer, outcomes, metrics.values,                         # 7
+                                 {k: round(v, 4) for k, v in stages.seconds.items()})
+
+    def held(self, key: str, grounder: Grounder, metrics: MetricsBatch) -> Video | None:
+        """The video from this worker's memory: no Redis read at all (the warm path)."""
+        info = self._infos.get(key)
+        state = grounder.cached_state(key) if info is not None else None
+        if info is None or state is None:
+            self._infos.pop(key, None)
+            return None
+        metrics.inc(ADAPTER_HITS)
+        return Video(info=info, state=state)
+
+    def cache_lookup(self, video_id: str, grounder: Grounder, metrics: MetricsBatch) -> Video | None:
+        cached = self.backend.features.get(video_id, grounder.feature_id)
+        if cached is None:
+            metrics.inc(CACHE_MISSES)
+            return None
+        metrics.inc(CACHE_HITS)
+        return Video(info=VideoInfo(**cached.video), features=features_to_tensor(cached))
+
+    def fetch_video(self, video_id: str) -> Path:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        path = self.scratch / f"{video_id}-{uuid.uuid4().hex[:8]}.video"
+        if not self.backend.videos.fetch_to(video_id, path):
+            path.unlink(missing_ok=True)
+            self.backend.records.delete_video(video_id)
+            raise NotFound(f"the uploaded bytes of video {video_id} expired or were deleted; upload it again",
+                           code="video_gone")
+        return path
+
+    def decode_and_encode(self, path: Path, video_id: str, grounder: Grounder, stages: Stages) -> Video:
+        """Decode in a killable child process while encoding the chunks that already arrived."""
+        s, records = self.settings, self.backend.records
+        record = records.get_video(video_id)
+        track = record is not None and record.model == grounder.spec.name  # the upload's own encoding
+        if track:
+            records.update_video(video_id, status=Status.processing, progress=0.0)
+        report: Callable[[float], None] | None = None
+        if track:
+            last_report = time.monotonic()
+
+            def report(fraction: float) -> None:
+                nonlocal last_report
+                if time.monotonic() - last_report >= _PROGRESS_EVERY_S:
+                    last_report = time.monotonic()
+                    records.update_video(video_id, progress=min(0.99, fraction))
+
+        info, features = grounder.encode_file(path, timeout_s=s.decode_timeout_s, max_duration=s.max_duration_s,
+                                              max_pixels=s.max_pixels, progress=report, stage=stages)
+        return Video(info=info, features=features)
+
+    def store(self, video_id: str, grounder: Grounder, video: Video) -> None:
+        assert video.features is not None
+        self.backend.features.put(video_id, grounder.feature_id, tensor_to_features(video.features, video.info))
+
+    def keep(self, video_id: str, model: str, grounder: Grounder, video: Video) -> None:
+        """Build the adapter state of a video just encoded, so its first query is warm, and route its queries
+        here."""
+        assert video.features is not None
+        key = f"{video_id}:{grounder.feature_id}"
+        video.state = grounder.video_state(video.features, key)
+        self._infos[key] = video.info
+        self.backend.jobs.hold(self.consumer, video_id, model, _AFFINITY_TTL_S)
+
+    def video_ready(self, video_id: str, model: str, grounder: Grounder, video: Video) -> None:
+        """The upload's record turns ready once it has the features of the model it was uploaded for; the
+        video's lifetimes restart on use (at most every tenth of their TTL, to spare round trips)."""
+        records = self.backend.records
+        if video.features is not None:  # just read or encoded: the record may still say processing
+            record = records.get_video(video_id)
+            if record is not None and record.model == model and record.status != Status.ready:
+                records.update_video(video_id, status=Status.ready, progress=1.0, duration=video.info.duration,
+                                     num_clips=int(video.features.shape[1]), clip_seconds=1.0 / grounder.spec.fps,
+                                     error_code=None, error_message=None, error_status=None)
+        now = time.monotonic()
+        if now - self._touched.get(video_id, -float("inf")) >= self.settings.video_ttl_s / 10:
+            self._touched[video_id] = now
+            records.touch_video(video_id, self.settings.video_ttl_s)
+            self.backend.videos.touch(video_id)
+
+    def answer(self, video_id: str, model: str, grounder: Grounder, video: Video, jobs: list[Job], stages: Stages,
+               metrics: MetricsBatch) -> dict[str, dict[str, Any]]:
+        """One model call per NMS setting for all ground jobs of the batch; each job gets its own cut."""
+        key = f"{video_id}:{grounder.feature_id}"
+        answers: dict[str, dict[str, Any]] = {}
+        by_nms: dict[float | None, list[Job]] = defaultdict(list)
+        for job in jobs:
+            if job.kind == JobKind.ground:
+                by_nms[job.nms_thres].append(job)
+        for nms_thres, group in by_nms.items():
+            queries = list(dict.fromkeys(q for job in group for q in job.queries))
+            built = grounder.stats["video_states_built"]
+            with stages("ground"):
+                source = video.state if video.state is not None else video.features
+                assert source is not None
+                results = grounder.ground(source, queries, video_key=key, duration=video.info.duration, top_k=None,
+                                          nms_thres=nms_thres, min_score=None)
+            metrics.observe(BATCH_SIZE, len(queries))
+            if grounder.stats["video_states_built"] > built:  # this worker holds the video now: route to it
+                self._infos[key] = video.info
+                self.backend.jobs.hold(self.consumer, video_id, model, _AFFINITY_TTL_S)
+            by_query = dict(zip(queries, results, strict=True))
+            for job in group:
+                answers[job.job_id] = shape_answer(job, [by_query[q] for q in job.queries], grounder)
+        return answers
+
+    def failed(self, deliveries: list[Delivery], err: BaseException, metrics: MetricsBatch) -> list[Outcome]:
+        """Each job of the group ends ``failed`` with the reason; a bad video also marks the video failed."""
+        status, code, message = classify(err)
+        if status >= 500 and code not in ("weights_missing", "model_unavailable", "model_not_loaded"):
+            log.exception("job failed unexpectedly", exc_info=err)
+        else:
+            log.warning("job failed: %s (%s)", message, code)
+        records = self.backend.records
+        for d in deliveries:
+            if d.job is None:
+                continue
+            record = records.get_video(d.job.video_id)
+            if record is not None and (isinstance(err, VideoError) or
+                                       (d.job.kind == JobKind.encode_video and record.model == d.job.model)):
+                records.update_video(d.job.video_id, status=Status.failed, error_code=code, error_message=message,
+                                     error_status=status)
+            metrics.inc("r2_jobs_total", kind=d.job.kind.value, outcome="failed")
+        return [Outcome(d, error_status=status, error_code=code, error_message=message) for d in deliveries]
