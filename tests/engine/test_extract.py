@@ -199,7 +199,7 @@ def test_rotated_video_comes_out_upright_and_unsquashed(tmp_path, rotation):
     expected = np.rot90(extract_all(plain, spec)[0], k=rotation // 90, axes=(2, 3)).astype(np.int16)
     got = extract_all(turned, spec)[0].astype(np.int16)
     # Rotating before scaling changes the chroma siting, so only nearly the same pixels.
-    assert got.shape == expected.shape and np.abs(got - expected).mean() < 2.0
+    assert got.shape == expected.shape and np.abs(got - expected).mean() < 3.0  # squashed: 26, turned wrong: 85
 
 
 # ------------------------------------------------------------------------------------------------ decoding
