@@ -48,7 +48,7 @@ def tiny_grounders() -> dict[str, Grounder]:
     base = ModelSpec(name="tiny", dataset="fixture", domain=None, filename=r2.name, url=None, hash_prefix=None,
                      clip="tiny", clip_pretrained=None, clip_path=str(clip_path), path=str(r2), fps=0.5, unit=2.0,
                      nms_type="normal", nms_thres=0.7, outputs="moments+saliency")
-    values = {f.name: getattr(base, f.name) for f in fields(ModelSpec)}
+    values = {f.name: getattr(base, f.name) for f in fields(ModelSpec) if f.name != "preprocess"}
     return {p: Grounder(clip, model, _PreprocessSpec(**values, preprocess=p)) for p in ("script", "extract")}
 
 

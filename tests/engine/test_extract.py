@@ -307,7 +307,8 @@ class _PreprocessSpec(ModelSpec):
 
 def grounder_for(preprocess: str) -> Grounder:
     base = tiny_spec()
-    spec = _PreprocessSpec(**{f.name: getattr(base, f.name) for f in fields(ModelSpec)}, preprocess=preprocess)
+    values = {f.name: getattr(base, f.name) for f in fields(ModelSpec) if f.name != "preprocess"}
+    spec = _PreprocessSpec(**values, preprocess=preprocess)
     script = tiny_grounder()
     return Grounder(script.clip, script.model, spec)
 
