@@ -30,8 +30,9 @@ from .r2 import R2Tuning, RawOutput, VideoState
 from .video import EmptyVideoError, FrameSpec, VideoInfo, decode_in_subprocess
 from .zoo import ModelSpec, ensure_weights
 
-# Bump when frame sampling / resizing / normalisation changes: it invalidates every cached feature.
-PREPROCESS_VERSION = 1
+# Per pipeline (FrameSpec.preprocess): bump when its frame sampling / resizing / normalisation changes; it
+# invalidates that pipeline's cached features.
+PREPROCESS_VERSIONS: dict[str, int] = {"script": 1, "extract": 1}
 
 Precision = Literal["fp32", "bf16", "fp16"]
 _DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -111,7 +112,9 @@ class Grounder:
         # The released checkpoints were evaluated on query features stored as float16.
         self.query_fp16 = query_fp16
         self.max_batch = max_batch
-        self.frame_spec = FrameSpec(fps=spec.fps, size=clip.image_size)
+        # getattr: until ModelSpec has its preprocess field, every model runs the script pipeline.
+        self.frame_spec = FrameSpec(fps=spec.fps, size=clip.image_size,
+                                    preprocess=getattr(spec, "preprocess", "script"))
         self._states = _LRU(state_cache_bytes, cost=lambda s: s.nbytes)  # type: ignore[attr-defined]
         self._texts = _LRU(text_cache_size)
         self.stats: dict[str, int] = dict(clip_frames=0, video_states_built=0, video_state_hits=0,
@@ -138,7 +141,8 @@ class Grounder:
         """Identifies everything that changes cached video features (the video hash comes on top)."""
         fs = self.frame_spec
         parts = dict(clip=self.clip.fingerprint, k=self.k, size=fs.size, mean=list(fs.mean), std=list(fs.std),
-                     fps=fs.fps, preprocess=PREPROCESS_VERSION, precision=self.precision)
+                     fps=fs.fps, preprocess=fs.preprocess, preprocess_version=PREPROCESS_VERSIONS[fs.preprocess],
+                     precision=self.precision)
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
     # ----------------------------------------------------------------------------------------- video side
@@ -184,7 +188,8 @@ class Grounder:
                 chunks.append(self.encode_video(frames))
             done += frames.shape[0]
             if progress is not None:
-                progress(min(1.0, done / max(1, expected_clips(info, self.frame_spec.fps))))
+                progress(min(1.0, done / max(1, expected_clips(info, self.frame_spec.fps,
+                                                               self.frame_spec.preprocess))))
         if info is None or not chunks:
             raise EmptyVideoError(f"{Path(path).name}: the decoder returned no frames")
         return info, torch.cat(chunks, dim=1)
@@ -318,7 +323,10 @@ class Grounder:
         return highlights(result.saliency, result.clip_seconds, result.duration, top_k)
 
 
-def expected_clips(info: VideoInfo, fps: float) -> int:
-    """How many clips the official sampling takes from a video at ``fps``."""
+def expected_clips(info: VideoInfo, fps: float, preprocess: str = "script") -> int:
+    """How many clips the official sampling takes from a video at ``fps``: "script" one per stride of frames,
+    "extract" the fps filter's round(fps x duration), halves up."""
+    if preprocess == "extract":
+        return max(1, int(fps * info.duration + 0.5))
     stride = info.avg_fps / fps
     return max(1, int(-(-info.num_frames // stride)))

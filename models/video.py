@@ -1,6 +1,10 @@
-"""Video decoding and preprocessing, matching the official single-video script (``tools/inference.py``).
+"""Video decoding and preprocessing, in one of two official pipelines (``FrameSpec.preprocess``).
 
-What the official ``load_video`` does, and what this module reproduces:
+* ``"script"``: the official single-video script ``tools/inference.py`` (this module, described below);
+* ``"extract"``: the official training-time tools ``tools/extract_frames.py`` + ``tools/extract_feat.py``, the frames
+  the released checkpoints' features were made from (:mod:`models.extract`, FFmpeg's own filters).
+
+What the official ``load_video`` of the script does, and what the ``"script"`` pipeline reproduces:
 
 * frame indices: ``stride = decord average fps / target fps``; candidate positions are a float
   ``numpy.arange(0, num_frames, stride)``; each is rounded with Python's ``round`` (half to even) and clamped to
@@ -15,7 +19,8 @@ so a long 720p/1080p video never holds more than one chunk of full-resolution fr
 Untrusted files can hang or crash FFmpeg-based decoders; :class:`IsolatedDecoder` (and the
 :func:`decode_in_subprocess` generator around it) runs probing and decoding in a child process with a time limit,
 so the calling process survives anything a file does. Every failure a file can cause is a :class:`VideoError`
-with a stable ``code``.
+with a stable ``code``. Both pipelines run in that child with the same limits and errors, and both report the real
+timestamp (source pts) of the frame behind each clip in :attr:`VideoInfo.clip_times`.
 """
 
 from __future__ import annotations
@@ -27,10 +32,10 @@ import re
 import resource
 import signal
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
 import av
 import decord
@@ -46,6 +51,15 @@ INFERENCE_STD: tuple[float, float, float] = (0.269, 0.261, 0.276)
 # OpenAI CLIP's constants (used by the official dataset and feature-extraction code).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+# "script": tools/inference.py (decord, frame indices by stride, bilinear resize); "extract": the training-time
+# tools/extract_frames.py + extract_feat.py (ffmpeg fps/scale/crop filters), see models/extract.py.
+Preprocess = Literal["script", "extract"]
+# The normalisation constants each official pipeline uses: the script hard-codes short ones, extract_feat.py CLIP's.
+PIPELINE_CONSTANTS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "script": (INFERENCE_MEAN, INFERENCE_STD),
+    "extract": (CLIP_MEAN, CLIP_STD),
+}
 
 # Raw RGB bytes handed to one decord call: bounds memory whatever the resolution (1080p: 10 frames, 4K: 2 frames).
 DECODE_BUDGET_BYTES = 64 << 20
@@ -134,13 +148,26 @@ _ERROR_TYPES: dict[str, type[VideoError]] = {
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the decoder reports about a video; ``num_frames`` and ``avg_fps`` are decord's (they set the indices)."""
+    """What the decoder reports about a video.
+
+    For ``"script"`` ``num_frames`` and ``avg_fps`` are decord's (they set the indices) and ``duration`` is
+    num_frames / avg_fps; for ``"extract"`` they are the demuxer's packet count and average rate, and ``duration``
+    is the end of the last frame on the start-shifted timeline the clips are counted on (see models/extract.py).
+    """
 
     num_frames: int
     avg_fps: float
-    width: int
+    width: int  # as displayed (rotation applied)
     height: int
-    duration: float  # num_frames / avg_fps, seconds
+    duration: float  # seconds
+    start_time: float = 0.0  # the container's start time, seconds: a player shows clip_times[i] - start_time
+    # Source pts (seconds, the file's own timeline) of the frame behind each clip decoded so far: complete once
+    # decoding has ended. Not i / fps: the frame a clip takes depends on the pipeline, and a VFR video's frames are
+    # not evenly spaced. ("script": decord's timestamps, float32.)
+    clip_times: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clip_times", tuple(float(t) for t in self.clip_times))  # JSON gives a list
 
 
 @dataclass(frozen=True)
@@ -148,21 +175,28 @@ class FrameSpec:
     """How frames are sampled and preprocessed.
 
     ``fps`` is the target sampling rate (0.5 for QVHighlights), ``size`` the CLIP input side (224 for ViT-B/32,
-    336 for ViT-L/14-336); ``mean``/``std`` default to the official script's short constants.
+    336 for ViT-L/14-336); ``preprocess`` names the official pipeline (see :data:`Preprocess`); ``mean``/``std``
+    default to that pipeline's constants (:data:`PIPELINE_CONSTANTS`).
     """
 
     fps: float
     size: int = 224
-    mean: tuple[float, float, float] = INFERENCE_MEAN
-    std: tuple[float, float, float] = INFERENCE_STD
+    mean: tuple[float, float, float] | None = None  # None: the pipeline's own constants
+    std: tuple[float, float, float] | None = None
+    # "script" (tools/inference.py) for now; "extract" gives the frames the checkpoints were trained on.
+    preprocess: Preprocess = "script"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.fps) and self.fps > 0):
             raise ValueError(f"FrameSpec.fps must be a positive number, got {self.fps!r}")
         if self.size < 1:
             raise ValueError(f"FrameSpec.size must be positive, got {self.size!r}")
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.preprocess not in PIPELINE_CONSTANTS:
+            raise ValueError(f"FrameSpec.preprocess must be one of {sorted(PIPELINE_CONSTANTS)}, "
+                             f"got {self.preprocess!r}")
+        mean, std = PIPELINE_CONSTANTS[self.preprocess]
+        object.__setattr__(self, "mean", tuple(float(v) for v in (mean if self.mean is None else self.mean)))
+        object.__setattr__(self, "std", tuple(float(v) for v in (std if self.std is None else self.std)))
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"FrameSpec mean/std must be 3 values (std > 0), got {self.mean!r} / {self.std!r}")
 
@@ -209,9 +243,18 @@ def _check_file(path: Path) -> None:
         raise EmptyVideoError(f"{path.name}: the file is empty (0 bytes); the upload or copy probably failed")
 
 
-def _probe_stream(path: Path) -> tuple[int, int, int]:
-    """Check with PyAV that the file has a video stream that decodes; returns (width, height, rotation) of the
-    first frame as stored, with rotation the display rotation in degrees counter-clockwise (0, 90, 180, 270)."""
+class StreamProbe(NamedTuple):
+    """What :func:`_probe_stream` finds out about the video stream and its container."""
+
+    width: int  # of the first frame, as stored
+    height: int
+    rotation: int  # display rotation, degrees counter-clockwise: 0, 90, 180 or 270
+    start_time: float  # the container's start time, seconds (0 when unknown)
+    stream_start: float  # the video stream's start time, seconds (0 when unknown)
+
+
+def _probe_stream(path: Path) -> StreamProbe:
+    """Check with PyAV that the file has a video stream that decodes, and describe it."""
     name = path.name
     try:
         # Only local files: a playlist must not make FFmpeg open URLs or other files.
@@ -234,7 +277,9 @@ def _probe_stream(path: Path) -> tuple[int, int, int]:
                 raise EmptyVideoError(f"{name}: the video stream has no frames; upload a video with content")
             if first is None or first.width <= 0 or first.height <= 0:
                 raise CorruptVideoError(f"{name}: no frame of the video stream can be decoded; re-encode the video")
-            return first.width, first.height, round(first.rotation) % 360
+            start = 0.0 if container.start_time is None else container.start_time / av.time_base
+            stream_start = 0.0 if stream.start_time is None else float(stream.start_time * stream.time_base)
+            return StreamProbe(first.width, first.height, round(first.rotation) % 360, start, stream_start)
     except VideoError:
         raise
     except av.error.FileNotFoundError:
@@ -251,21 +296,33 @@ def _video_stream(container: Any) -> Any:
     return next((s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic), None)
 
 
-# Reads the frames at the given non-decreasing indices as an (n, H, W, 3) uint8 RGB tensor, upright.
-FrameFetcher = Callable[[list[int]], Tensor]
+class FrameFetcher(Protocol):
+    """Reads the frames at the given non-decreasing indices as an (n, H, W, 3) uint8 RGB tensor, upright, and keeps
+    their source pts (seconds, the file's timeline) in ``last_times``."""
+
+    last_times: list[float]
+
+    def __call__(self, indices: list[int]) -> Tensor: ...
 
 
-def _decord_fetcher(reader: decord.VideoReader) -> FrameFetcher:
-    def fetch(indices: list[int]) -> Tensor:
-        batch = reader.get_batch(indices)
+class _DecordFetcher:
+    """decord's frames (as the official script reads them)."""
+
+    def __init__(self, reader: decord.VideoReader, stream_start: float) -> None:
+        self._reader = reader
+        self._stream_start = stream_start  # decord's timestamps count from the video stream's start
+        self.last_times: list[float] = []
+
+    def __call__(self, indices: list[int]) -> Tensor:
+        batch = self._reader.get_batch(indices)
         frames = torch.utils.dlpack.from_dlpack(batch.to_dlpack())  # zero-copy
         # decord reads packets ahead of its decoding thread, which keeps turning them into RGB frames after
         # get_batch returns (measured: +1.4 GB for an idle 720p reader). A seek stops that thread and drops its
         # queues; the next get_batch seeks accurately anyway.
-        reader.seek(0)
+        self._reader.seek(0)
+        starts = self._reader.get_frame_timestamp(indices)[:, 0]  # (n,) float32 seconds
+        self.last_times = [round(float(t) + self._stream_start, 6) for t in starts]
         return frames
-
-    return fetch
 
 
 class _SequentialFetcher:
@@ -282,9 +339,10 @@ class _SequentialFetcher:
         self._frames = self._container.decode(stream)
         self._turns = rotation // 90  # np.rot90 turns counter-clockwise
         self._pos, self._last = -1, None
+        self.last_times: list[float] = []
 
     def __call__(self, indices: list[int]) -> Tensor:
-        out = []
+        out, times = [], []
         for index in indices:
             while self._pos < index:
                 frame = next(self._frames, None)
@@ -292,6 +350,8 @@ class _SequentialFetcher:
                     raise IndexError(f"the stream ended at frame {self._pos + 1}")
                 self._pos, self._last = self._pos + 1, frame
             out.append(np.rot90(self._last.to_ndarray(format="rgb24"), self._turns))
+            times.append(float(self._last.time))
+        self.last_times = times
         return torch.from_numpy(np.ascontiguousarray(np.stack(out)))
 
     def close(self) -> None:
@@ -303,10 +363,9 @@ def _open_reader(path: str | os.PathLike[str], num_threads: int = 0, max_duratio
     """Validate the file, apply the limits, and open the reader the frames come from (decord, as the script)."""
     path = Path(path)
     _check_file(path)
-    width, height, rotation = _probe_stream(path)
-    if max_pixels is not None and width * height > max_pixels:
-        raise VideoLimitError(f"{path.name}: resolution {width}x{height} is above the limit of {max_pixels} pixels "
-                              f"per frame; downscale the video and try again")
+    probe = _probe_stream(path)
+    width, height, rotation = probe.width, probe.height, probe.rotation
+    _check_pixels(path.name, width, height, max_pixels)
     decord.logging.set_level(decord.logging.QUIET)  # failures are reported as typed errors, not FFmpeg log lines
     try:
         reader = decord.VideoReader(str(path), num_threads=num_threads)
@@ -323,14 +382,24 @@ def _open_reader(path: str | os.PathLike[str], num_threads: int = 0, max_duratio
     if rotation in (90, 270):  # frames come out upright, so width and height swap
         width, height = height, width
     info = VideoInfo(num_frames=num_frames, avg_fps=avg_fps, width=width, height=height,
-                     duration=num_frames / avg_fps)
-    if max_duration is not None and info.duration > max_duration:
-        raise VideoLimitError(f"{path.name}: the video is {info.duration:.1f} s long, above the limit of "
-                              f"{max_duration:g} s; trim it and try again")
+                     duration=num_frames / avg_fps, start_time=probe.start_time)
+    _check_duration(path.name, info.duration, max_duration)
     if rotation in (90, 270):
         del reader  # frame count and rate still come from decord, the frames from PyAV
         return info, _SequentialFetcher(path, rotation, num_threads)
-    return info, _decord_fetcher(reader)
+    return info, _DecordFetcher(reader, probe.stream_start)
+
+
+def _check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise VideoLimitError(f"{name}: resolution {width}x{height} is above the limit of {max_pixels} pixels "
+                              f"per frame; downscale the video and try again")
+
+
+def _check_duration(name: str, duration: float, max_duration: float | None) -> None:
+    if max_duration is not None and duration > max_duration:
+        raise VideoLimitError(f"{name}: the video is {duration:.1f} s long, above the limit of "
+                              f"{max_duration:g} s; trim it and try again")
 
 
 def _first_line(e: BaseException) -> str:
@@ -340,13 +409,15 @@ def _first_line(e: BaseException) -> str:
     return _DECORD_PREFIX.sub("", str(text)).strip()[:160]
 
 
-def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
-    """Frame count, average fps (decord's, as the official script uses), frame size and duration of a video.
+def probe_video(path: str | os.PathLike[str], preprocess: Preprocess = "script") -> VideoInfo:
+    """Frame count, average fps, frame size and duration of a video, as the pipeline sees them (for "script"
+    decord's, as the official script uses); ``clip_times`` stays empty.
 
     Raises a :class:`VideoError` subclass for files that are missing, empty, not videos or damaged.
     """
-    info, _ = _open_reader(path)
-    return info
+    source = open_source(path, FrameSpec(fps=1.0, preprocess=preprocess))
+    source.close()
+    return source.info
 
 
 # ------------------------------------------------------------------------------------------------ frames
@@ -375,14 +446,13 @@ def _preprocess(frames: Tensor, spec: FrameSpec) -> Tensor:
 
 
 def _iter_chunks(fetch: FrameFetcher, info: VideoInfo, spec: FrameSpec, chunk_size: int,
-                 name: str) -> Iterator[Tensor]:
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+                 name: str) -> Iterator[tuple[Tensor, list[float]]]:
+    """(chunk, source pts of its frames) pairs of the "script" pipeline."""
     indices = sample_indices(info.num_frames, info.avg_fps, spec.fps)
     per_call = max(1, min(chunk_size, DECODE_BUDGET_BYTES // max(1, info.width * info.height * 3)))
     for start in range(0, len(indices), chunk_size):
         wanted = indices[start:start + chunk_size]
-        parts = []
+        parts, times = [], []
         for at in range(0, len(wanted), per_call):
             try:
                 frames = fetch(wanted[at:at + per_call])
@@ -390,24 +460,77 @@ def _iter_chunks(fetch: FrameFetcher, info: VideoInfo, spec: FrameSpec, chunk_si
                 raise CorruptVideoError(f"{name}: decoding failed near frame {wanted[at]} of {info.num_frames} "
                                         f"({_first_line(e)}); the file is damaged or truncated, re-encode it") from None
             parts.append(_preprocess(frames, spec))
+            times += fetch.last_times
             del frames
-        yield parts[0] if len(parts) == 1 else torch.cat(parts)
+        yield (parts[0] if len(parts) == 1 else torch.cat(parts)), times
+
+
+class FrameSource(Protocol):
+    """An opened video in one pipeline: what it is (``info``, read before any frame is decoded), then its clips."""
+
+    info: VideoInfo
+
+    def chunks(self) -> Iterator[tuple[Tensor, list[float]]]:
+        """(n, 3, size, size) float32 chunks with the source pts (seconds) of their n frames."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _ScriptSource:
+    """The "script" pipeline (tools/inference.py), decord's frames."""
+
+    def __init__(self, path: str | os.PathLike[str], spec: FrameSpec, chunk_size: int, num_threads: int,
+                 max_duration: float | None, max_pixels: int | None) -> None:
+        self.info, self._fetch = _open_reader(path, num_threads, max_duration, max_pixels)
+        self._spec, self._chunk_size, self._name = spec, chunk_size, Path(path).name
+
+    def chunks(self) -> Iterator[tuple[Tensor, list[float]]]:
+        return _iter_chunks(self._fetch, self.info, self._spec, self._chunk_size, self._name)
+
+    def close(self) -> None:
+        if isinstance(self._fetch, _SequentialFetcher):
+            self._fetch.close()
+
+
+def open_source(path: str | os.PathLike[str], spec: FrameSpec, chunk_size: int = 16, num_threads: int = 0,
+                max_duration: float | None = None, max_pixels: int | None = None) -> FrameSource:
+    """Validate the file, apply the limits and open it in ``spec.preprocess``'s pipeline (see :func:`iter_frames`)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if spec.preprocess == "extract":
+        from .extract import ExtractSource  # imported here: models.extract builds on this module
+
+        return ExtractSource(path, spec, chunk_size, num_threads, max_duration, max_pixels)
+    return _ScriptSource(path, spec, chunk_size, num_threads, max_duration, max_pixels)
+
+
+def iter_decoded(path: str | os.PathLike[str], spec: FrameSpec, chunk_size: int = 16, num_threads: int = 0,
+                 max_duration: float | None = None, max_pixels: int | None = None
+                 ) -> Iterator[tuple[VideoInfo, Tensor]]:
+    """:func:`iter_frames` with the video's info: ``(info, chunk)`` pairs, as :func:`decode_in_subprocess` gives
+    them; ``info.clip_times`` covers the clips of every chunk so far."""
+    source = open_source(path, spec, chunk_size, num_threads, max_duration, max_pixels)
+    try:
+        info = source.info
+        for chunk, times in source.chunks():
+            info = replace(info, clip_times=info.clip_times + tuple(times))
+            yield info, chunk
+    finally:
+        source.close()
 
 
 def iter_frames(path: str | os.PathLike[str], spec: FrameSpec, chunk_size: int = 16, num_threads: int = 0,
                 max_duration: float | None = None, max_pixels: int | None = None) -> Iterator[Tensor]:
     """Sampled, preprocessed frames as (n, 3, size, size) float32 chunks of ``chunk_size`` (last may be shorter).
 
-    Same values as the official ``load_video``; frames are decoded chunk by chunk so memory stays bounded.
+    Same values as the official pipeline ``spec.preprocess`` names ("script": ``load_video`` of tools/inference.py;
+    "extract": tools/extract_frames.py + extract_feat.py); frames are decoded chunk by chunk so memory stays bounded.
     ``max_duration`` (seconds) and ``max_pixels`` (width x height) raise :class:`VideoLimitError` before decoding.
     Runs in this process: use :func:`decode_in_subprocess` for untrusted files.
     """
-    info, fetch = _open_reader(path, num_threads, max_duration, max_pixels)
-    try:
-        yield from _iter_chunks(fetch, info, spec, chunk_size, Path(path).name)
-    finally:
-        if isinstance(fetch, _SequentialFetcher):
-            fetch.close()
+    for _, chunk in iter_decoded(path, spec, chunk_size, num_threads, max_duration, max_pixels):
+        yield chunk
 
 
 def load_frames(path: str | os.PathLike[str], spec: FrameSpec, **kwargs: Any) -> Tensor:
@@ -437,8 +560,8 @@ def _context(start_method: str) -> Any:
 
 def _child_main(conn: Any, path: str, spec: FrameSpec, chunk_size: int, num_threads: int,
                 max_duration: float | None, max_pixels: int | None, fault: str | None) -> None:
-    """Child process. Messages: ("ready",), ("info", fields), then per chunk ("chunk", shape) followed by the raw
-    float32 bytes, and finally ("done", peak RSS bytes) or ("error", type name, message)."""
+    """Child process. Messages: ("ready",), ("info", fields), then per chunk ("chunk", shape, clip times) followed
+    by the raw float32 bytes, and finally ("done", peak RSS bytes) or ("error", type name, message)."""
     torch.set_num_threads(1)  # leave the cores to the parent, which encodes while this decodes
     try:
         conn.send(("ready",))
@@ -446,11 +569,14 @@ def _child_main(conn: Any, path: str, spec: FrameSpec, chunk_size: int, num_thre
             time.sleep(3600)
         elif fault == "crash":
             os.kill(os.getpid(), signal.SIGSEGV)
-        info, fetch = _open_reader(path, num_threads, max_duration, max_pixels)
-        conn.send(("info", asdict(info)))
-        for chunk in _iter_chunks(fetch, info, spec, chunk_size, Path(path).name):
-            conn.send(("chunk", tuple(chunk.shape)))
-            conn.send_bytes(chunk.numpy().reshape(-1).view(np.uint8))
+        source = open_source(path, spec, chunk_size, num_threads, max_duration, max_pixels)
+        try:
+            conn.send(("info", asdict(source.info)))
+            for chunk, times in source.chunks():
+                conn.send(("chunk", tuple(chunk.shape), times))
+                conn.send_bytes(chunk.numpy().reshape(-1).view(np.uint8))
+        finally:
+            source.close()
         conn.send(("done", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent stopped listening
@@ -472,7 +598,8 @@ def _send_quietly(conn: Any, msg: tuple[Any, ...]) -> None:
 
 
 class IsolatedDecoder:
-    """Probe and decode a video in a child process; iterate to get ``(VideoInfo, chunk)`` pairs in order.
+    """Probe and decode a video in a child process; iterate to get ``(VideoInfo, chunk)`` pairs in order
+    (``VideoInfo.clip_times`` covers the clips of every chunk so far).
 
     * ``timeout_s`` bounds the total time spent waiting for the child once it runs (its start-up is excluded, and
       so is the consumer's own time between chunks); when it runs out the child is killed and
@@ -597,6 +724,7 @@ class IsolatedDecoder:
                 elif msg[0] == "chunk":
                     chunk = self._recv_chunk(msg[1])
                     assert self._info is not None, "decoder sent frames before the video info"
+                    self._info = replace(self._info, clip_times=self._info.clip_times + tuple(msg[2]))
                     yield self._info, chunk
                 elif msg[0] == "error":
                     raise _ERROR_TYPES.get(msg[1], CorruptVideoError)(msg[2])

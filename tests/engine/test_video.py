@@ -9,6 +9,7 @@ import multiprocessing as mp
 import os
 import pickle
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -320,8 +321,12 @@ def test_isolated_matches_in_process(clip_mp4):
     decoder = IsolatedDecoder(clip_mp4, spec, timeout_s=TIMEOUT, chunk_size=4)
     pairs = list(decoder)
     assert decoder.child_max_rss is not None and decoder.child_max_rss > 0
-    assert all(info == probe_video(clip_mp4) for info, _ in pairs)
+    assert all(replace(info, clip_times=()) == probe_video(clip_mp4) for info, _ in pairs)
     assert [c.shape[0] for _, c in pairs] == [4, 4, 4, 4, 2]
+    # Each pair's info holds the timestamps of the clips so far; here frame i is at i / 10 s.
+    assert [len(info.clip_times) for info, _ in pairs] == [4, 8, 12, 16, 18]
+    expected = [i / 10 for i in sample_indices(60, 10.0, 3.0)]
+    assert pairs[-1][0].clip_times == pytest.approx(expected, abs=1e-6)
     assert torch.equal(torch.cat([c for _, c in pairs]), load_frames(clip_mp4, spec))
 
 
