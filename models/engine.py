@@ -112,9 +112,7 @@ class Grounder:
         # The released checkpoints were evaluated on query features stored as float16.
         self.query_fp16 = query_fp16
         self.max_batch = max_batch
-        # getattr: until ModelSpec has its preprocess field, every model runs the script pipeline.
-        self.frame_spec = FrameSpec(fps=spec.fps, size=clip.image_size,
-                                    preprocess=getattr(spec, "preprocess", "script"))
+        self.frame_spec = FrameSpec(fps=spec.fps, size=clip.image_size, preprocess=spec.preprocess)
         self._states = _LRU(state_cache_bytes, cost=lambda s: s.nbytes)  # type: ignore[attr-defined]
         self._texts = _LRU(text_cache_size)
         self.stats: dict[str, int] = dict(clip_frames=0, video_states_built=0, video_state_hits=0,

@@ -50,6 +50,7 @@ _TVSUM_DOMAINS: tuple[tuple[str, str, str], ...] = (
 
 def _official(name: str, dataset: str, domain: str | None, stem: str, prefix: str, **settings: Any) -> ModelSpec:
     filename = f"r2_tuning_{stem}-{prefix}.pth"
+    # The frames the checkpoints were trained and evaluated on come from the official feature extraction.
     return ModelSpec(
         name=name,
         dataset=dataset,
@@ -57,6 +58,7 @@ def _official(name: str, dataset: str, domain: str | None, stem: str, prefix: st
         filename=filename,
         url=OFFICIAL_HUB_DIR + filename,
         hash_prefix=prefix,
+        preprocess="extract",
         **settings,
     )
 

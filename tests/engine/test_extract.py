@@ -10,7 +10,7 @@ its container (audio first) repeats its first pick for the slots before its own 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,7 +37,6 @@ from models.video import (
     load_frames,
     probe_video,
 )
-from models.zoo import ModelSpec
 
 from engine_helpers import tiny_grounder, tiny_spec
 
@@ -298,19 +297,9 @@ def test_start_offset_counts_in_the_duration_limit(tmp_path):
 # ------------------------------------------------------------------------------------------------ engine
 
 
-@dataclass(frozen=True, kw_only=True)
-class _PreprocessSpec(ModelSpec):
-    """A ModelSpec that names its pipeline (until ModelSpec has the field itself)."""
-
-    preprocess: str = "script"
-
-
 def grounder_for(preprocess: str) -> Grounder:
-    base = tiny_spec()
-    values = {f.name: getattr(base, f.name) for f in fields(ModelSpec) if f.name != "preprocess"}
-    spec = _PreprocessSpec(**values, preprocess=preprocess)
     script = tiny_grounder()
-    return Grounder(script.clip, script.model, spec)
+    return Grounder(script.clip, script.model, replace(tiny_spec(), preprocess=preprocess))
 
 
 def test_feature_ids_and_constants_differ_between_pipelines():

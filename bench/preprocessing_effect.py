@@ -4,7 +4,7 @@ Generates a video with PyAV, encodes it with the fixtures' tiny R2 + CLIP model 
 "extract", each through ``Grounder.encode_file``), answers the same queries and compares saliency and moments. A
 third run (the script's frames with extract_feat.py's constants) shows how much the constants alone change.
 
-    PYTHONPATH=$PWD python docs/preprocessing_effect.py [--seconds 60] [--fps 30]
+    PYTHONPATH=$PWD python bench/preprocessing_effect.py [--seconds 60] [--fps 30]
 
 The fixture directory comes from R2_FIXTURES_DIR (default ../shared/fixtures/reference).
 """
@@ -15,7 +15,7 @@ import argparse
 import json
 import os
 import tempfile
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -32,13 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 QUERIES = ["a moving disc", "a rectangle", "a red square appears", "someone is cooking in the kitchen"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class _PreprocessSpec(ModelSpec):
-    """A ModelSpec naming its pipeline (until ModelSpec has the field itself)."""
-
-    preprocess: str = "script"
-
-
 def tiny_grounders() -> dict[str, Grounder]:
     root = Path(os.environ.get("R2_FIXTURES_DIR", REPO.parent / "shared" / "fixtures" / "reference"))
     listing = json.loads((root / "e2e_tiny" / "cases.json").read_text())
@@ -48,8 +41,7 @@ def tiny_grounders() -> dict[str, Grounder]:
     base = ModelSpec(name="tiny", dataset="fixture", domain=None, filename=r2.name, url=None, hash_prefix=None,
                      clip="tiny", clip_pretrained=None, clip_path=str(clip_path), path=str(r2), fps=0.5, unit=2.0,
                      nms_type="normal", nms_thres=0.7, outputs="moments+saliency")
-    values = {f.name: getattr(base, f.name) for f in fields(ModelSpec) if f.name != "preprocess"}
-    return {p: Grounder(clip, model, _PreprocessSpec(**values, preprocess=p)) for p in ("script", "extract")}
+    return {p: Grounder(clip, model, replace(base, preprocess=p)) for p in ("script", "extract")}
 
 
 def write_video(path: Path, seconds: float, fps: int, size: tuple[int, int] = (640, 360)) -> Path:
