@@ -26,3 +26,13 @@ def zoo_restored() -> Iterator[None]:
             zoo.unregister_model(spec.name)
         elif before[spec.name] is not spec:
             zoo.register_model(before[spec.name], overwrite=True)
+
+
+@pytest.fixture(autouse=True)
+def redis_clients_closed() -> Iterator[None]:
+    """Close the Redis clients a test made through ``service_helpers.redis_client``."""
+    import service_helpers
+
+    before = service_helpers.clients_made()
+    yield
+    service_helpers.close_clients(before)

@@ -2,6 +2,9 @@
 
 Tests that need Redis use the database named by ``R2_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/15``)
 and a unique key prefix per test, and delete only their own keys. Redis being down fails them (CI starts it).
+Tests that run on a Redis Cluster too take the ``redis_target`` fixture (``single`` and ``cluster``); the
+cluster is the 6-node one ``.ci/redis-cluster start`` runs on loopback (``R2_TEST_REDIS_CLUSTER_URL``, default
+``redis://127.0.0.1:7000``); it being down fails them too.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +34,84 @@ from fixture_sets import fixture_path, read_listing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("R2_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CLUSTER_URL = os.environ.get("R2_TEST_REDIS_CLUSTER_URL", "redis://127.0.0.1:7000")
 
 
-def redis_client() -> redis.Redis:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=10)
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where a test's Redis is: the single server or the cluster."""
+
+    name: str
+    url: str
+    cluster: bool
+
+    def settings(self) -> dict[str, Any]:
+        """``Settings`` fields that point the service at this Redis."""
+        return dict(redis_url=self.url, redis_cluster=self.cluster)
+
+    def env(self) -> dict[str, str]:
+        """The same as environment variables of a subprocess."""
+        return {"REDIS_URL": self.url, "R2_REDIS_CLUSTER": "1" if self.cluster else "0"}
+
+    def __str__(self) -> str:
+        return self.name
+
+
+SINGLE = RedisTarget("single", REDIS_URL, False)
+CLUSTER = RedisTarget("cluster", CLUSTER_URL, True)
+_used: set[RedisTarget] = set()  # what the running test connected to (its keys are deleted there)
+_clients: list[Any] = []  # every client redis_client() made (tests/conftest.py closes a test's own after it)
+
+
+def redis_client(target: RedisTarget = SINGLE) -> Any:
+    """A client of the test Redis (``redis.Redis``, or ``redis.RedisCluster`` for the cluster)."""
+    options = dict(socket_connect_timeout=3, socket_timeout=10)
     try:
+        if target.cluster:
+            client: Any = redis.RedisCluster.from_url(target.url, **options)
+        else:
+            client = redis.Redis.from_url(target.url, **options)
         client.ping()
-    except redis.ConnectionError as err:  # fail, never skip: CI starts Redis
-        pytest.fail(f"Redis at {REDIS_URL} (R2_TEST_REDIS_URL) does not answer: {err}")
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as err:  # fail, never skip: CI starts it
+        variable = "R2_TEST_REDIS_CLUSTER_URL; start it with .ci/redis-cluster start" if target.cluster else \
+            "R2_TEST_REDIS_URL"
+        pytest.fail(f"Redis {target.name} at {target.url} ({variable}) does not answer: {err}")
+    _used.add(target)
+    _clients.append(client)
     return client
+
+
+def close_clients(since: int = 0) -> None:
+    """Close the clients made since ``len(_clients)`` was ``since`` (a cluster client left open warns)."""
+    while len(_clients) > since:
+        _clients.pop().close()
+
+
+def clients_made() -> int:
+    return len(_clients)
+
+
+@pytest.fixture(params=[SINGLE, CLUSTER], ids=str)
+def redis_target(request) -> RedisTarget:
+    """Run the test on the single Redis and on the Redis Cluster."""
+    return request.param
 
 
 @pytest.fixture()
 def redis_prefix() -> Iterator[str]:
-    """A fresh key prefix in the test database; its keys are deleted afterwards."""
-    client = redis_client()
+    """A fresh key prefix in the test database (and the cluster, when the test used it); its keys are deleted
+    afterwards."""
+    _used.clear()
     prefix = f"r2test-{uuid.uuid4().hex[:10]}"
     yield prefix
-    delete_prefix(client, prefix)
-    client.close()
+    for target in list(_used) or [SINGLE]:
+        client = redis_client(target)
+        delete_prefix(client, prefix)
+        client.close()
 
 
-def delete_prefix(client: redis.Redis, prefix: str) -> None:
+def delete_prefix(client: Any, prefix: str) -> None:
+    """Delete every key of a prefix (SCAN: fine in a test, never on the service's serving path)."""
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     for start in range(0, len(keys), 500):
         client.delete(*keys[start:start + 500])
@@ -191,10 +252,10 @@ class Proc:
         return self.proc.returncode
 
 
-def service_env(prefix: str, registry: Path, **overrides: Any) -> dict[str, str]:
+def service_env(prefix: str, registry: Path, *, target: RedisTarget = SINGLE, **overrides: Any) -> dict[str, str]:
     """Environment of API and worker subprocesses for the tiny model (fast heartbeats and take-over)."""
     env = {
-        "REDIS_URL": REDIS_URL, "R2_KEY_PREFIX": prefix, "R2_MODELS": "tiny", "R2_REGISTRY_FILE": str(registry),
+        **target.env(), "R2_KEY_PREFIX": prefix, "R2_MODELS": "tiny", "R2_REGISTRY_FILE": str(registry),
         "R2_HEARTBEAT_INTERVAL_S": "0.5", "R2_HEARTBEAT_TTL_S": "3", "R2_VISIBILITY_TIMEOUT_S": "2",
         "R2_CHUNK_BYTES": "4096", "R2_MOMENTS_WAIT_S": "60", "R2_GROUND_WAIT_S": "60", "R2_LOG_LEVEL": "info",
         "OMP_NUM_THREADS": "1", "R2_DOWNLOAD_WEIGHTS": "false",
@@ -227,6 +288,37 @@ def worker_process(env: dict[str, str], folder: Path, name: str, *, delay_s: flo
         return Proc(["-m", "r2tuning", "worker"], {**env, "R2_WORKER_ID": name, **extra}, folder / f"{name}.log")
     return Proc([str(REPO_ROOT / "tests" / "slow_worker.py")],
                 {**env, "R2_WORKER_ID": name, "SLOW_WORKER_DELAY_S": str(delay_s), **extra}, folder / f"{name}.log")
+
+
+@contextlib.contextmanager
+def redis_server(folder: Path, *args: str) -> Iterator[str]:
+    """A throwaway ``redis-server`` on a free port with extra options (e.g. ``--maxmemory``); yields its URL.
+    Debian's redis-server must be installed (``.ci/run`` does it); missing, the test fails."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    log = open(folder / f"redis-{port}.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(folder), *args], stdout=log, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        wait_until(lambda: proc.poll() is None and _pings(client), 20, f"redis-server on port {port}")
+        client.close()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.contract.errors import ServiceError
+from service.store.connect import BACKEND_ERRORS
 
 log = logging.getLogger("service.api")
 
@@ -44,11 +44,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(exc.status_code, _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}"), str(exc.detail),
                       dict(exc.headers or {}))
 
-    @app.exception_handler(redis.RedisError)
-    async def redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
+    async def redis_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("Redis error: %s", exc)
         return _error(503, "redis_unavailable", f"Redis cannot be reached or refused the request ({exc}); "
                       "retry later", {"Retry-After": "5"})
+
+    for error in BACKEND_ERRORS:  # one server or a cluster (a failover in progress)
+        app.add_exception_handler(error, redis_down)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -15,7 +15,16 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.contract.metrics import CACHE_CORRUPT, CACHE_HITS, CACHE_MISSES, FAMILIES, LABEL_RE, SAMPLE_RE, family_of
+from service.contract.metrics import (
+    CACHE_CORRUPT,
+    CACHE_HITS,
+    CACHE_MISSES,
+    COLD_CORRUPT,
+    FAMILIES,
+    LABEL_RE,
+    SAMPLE_RE,
+    family_of,
+)
 
 if TYPE_CHECKING:
     from service.store.backend import Backend
@@ -93,7 +102,7 @@ class SharedCollector(Collector):
                 continue
             labels = dict(LABEL_RE.findall(match.group("labels") or ""))
             families[family].add_sample(match.group("name"), labels, value)
-        for name in (CACHE_HITS, CACHE_MISSES, CACHE_CORRUPT):  # always present, 0 before the first job
+        for name in (CACHE_HITS, CACHE_MISSES, CACHE_CORRUPT, COLD_CORRUPT):  # always present, 0 at first
             counter = families[name[: -len("_total")]]
             if not counter.samples:
                 counter.add_sample(name, {}, 0.0)

@@ -15,7 +15,8 @@ key                                        type    what
 ``{p}:{q}:done:{job_id}``                  list    one token once the job finished; waiters rotate it (TTL)
 ``{p}:{q}:req:{request_hash}``             string  id of the job answering an identical request (TTL)
 ``{p}:{q}:aff:{video_id}:{model}``         string  the worker holding that video's adapter state (TTL)
-``{p}:{q}:worker:{worker_id}``             string  a worker's heartbeat (JSON, TTL)
+``{p}:{q}:beats``                          hash    worker id -> its last heartbeat (JSON ``WorkerInfo``)
+``{p}:{q}:alive``                          zset    worker id -> time its heartbeat goes stale
 ``{p}:{q}:workers``                        zset    worker id -> time of its last heartbeat
 ``{p}:{q}:metrics``                        hash    counters and histograms written by workers
 ``{p}:{v:id}:video``                       hash    an uploaded video's record: status, progress, duration
@@ -23,6 +24,24 @@ key                                        type    what
 ``{p}:{v:id}:feat:{feature_id}``           string  header of cached float16 features; chunks at ``...:c{i}``
 ``{p}:{v:id}:feats``                       set     the feature ids cached for the video
 =========================================  ======  ====================================================
+
+Rules for every key added here (Redis Cluster and ``maxmemory`` depend on them):
+
+* **One slot per operation.** A script, ``MULTI`` or multi-key command may only touch keys of one hash tag:
+  the queue's ``{q}``, or one video's ``{v:<id>}``. A new per-video key goes under :meth:`Keys._v`, a new
+  queue-side key under :meth:`Keys._q`; something per user, per webhook, ... gets a tag of its own (e.g.
+  ``{p}:{u:<id>}:...``) and never shares a script with another tag.
+* **Scripts declare every key in KEYS.** A Lua script never builds a key name from a prefix or from data it
+  read: the caller passes each key (a cluster routes by them, and Redis requires it). When the names depend on
+  data (the own queues of the workers), the caller passes the names it knows plus the data they came from, the
+  script checks that data and answers ``stale`` when it changed, and the caller retries
+  (:mod:`service.store.redis_jobs`).
+* **No SCAN, no KEYS** on the serving path: keep an index (a set, a sorted set, a hash) in the same slot.
+* **Only caches expire.** Redis runs with ``maxmemory-policy volatile-lru`` (docs/scaling.md): any key with a
+  TTL may be evicted under memory pressure, not only when it expires. Give a TTL only to what the service can
+  lose or rebuild: hot copies (their cold copy stays, :mod:`service.store.cold`), records restored from the
+  cold tier, job records (rebuilt from the queued payload), tokens and hints. What must survive (streams,
+  indexes, heartbeats, counters) has no TTL and is removed explicitly.
 """
 
 from __future__ import annotations
@@ -68,8 +87,13 @@ class Keys:
     def affinity(self, video_id: str, model: str) -> str:
         return f"{self._q}:aff:{video_id}:{model}"
 
-    def worker(self, worker_id: str) -> str:
-        return f"{self._q}:worker:{worker_id}"
+    @property
+    def beats(self) -> str:
+        return f"{self._q}:beats"
+
+    @property
+    def alive(self) -> str:
+        return f"{self._q}:alive"
 
     @property
     def workers(self) -> str:

@@ -16,6 +16,13 @@ CACHE_MISSES = "r2_feature_cache_misses_total"
 CACHE_CORRUPT = "r2_feature_cache_corrupt_total"
 ADAPTER_HITS = "r2_adapter_cache_hits_total"
 JOBS_RECLAIMED = "r2_jobs_reclaimed_total"
+# The two tiers (labelled kind="features" or kind="video"): the hot copy in Redis (or embedded memory), and
+# the cold tier read when the hot copy is missing (service/store/cold.py).
+HOT_HITS = "r2_hot_hits_total"
+HOT_MISSES = "r2_hot_misses_total"
+COLD_HITS = "r2_cold_hits_total"
+COLD_MISSES = "r2_cold_misses_total"
+COLD_CORRUPT = "r2_cold_corrupt_total"
 JOB_SECONDS = "r2_job_seconds"
 BATCH_SIZE = "r2_batch_size"
 
@@ -29,6 +36,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "r2_feature_cache_corrupt": ("counter", "Feature cache entries that failed verification (then misses)."),
     "r2_adapter_cache_hits": ("counter", "Model calls that reused a worker's in-memory adapter state."),
     "r2_jobs_reclaimed": ("counter", "Jobs taken over from a worker that stopped (XAUTOCLAIM)."),
+    "r2_hot_hits": ("counter", "Reads that found the hot copy (Redis, or embedded memory), by kind."),
+    "r2_hot_misses": ("counter", "Reads that found no hot copy (never stored, expired or evicted), by kind."),
+    "r2_cold_hits": ("counter", "Reads served by the cold tier, by kind (features after a hot miss; video bytes)."),
+    "r2_cold_misses": ("counter", "Reads the cold tier could not serve either, by kind."),
+    "r2_cold_corrupt": ("counter", "Cold-tier entries that failed verification (deleted, then misses)."),
     JOB_SECONDS: ("histogram", "Worker time per job stage: decode, encode, ground."),
     BATCH_SIZE: ("histogram", "Queries answered by one model call (queries batched on the same video)."),
 }

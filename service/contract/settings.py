@@ -41,8 +41,20 @@ class Settings(BaseSettings):
     # --- where things live ------------------------------------------------------------------------------------
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "R2_REDIS_URL", "redis_url"))
     """Unset = embedded mode: API and worker in one process with an in-memory queue and cache."""
+    redis_cluster: bool = False
+    """``REDIS_URL`` names a node of a Redis Cluster (or several: ``redis://host1:7000,host2:7000``); every
+    process then uses redis-py's cluster client, which finds the other nodes and follows failovers. Keys are
+    spread over the cluster by their hash tags (one slot per video, one for the queue)."""
     key_prefix: str = "r2"
     """Prefix of every Redis key (several deployments, or tests, can share one Redis database)."""
+    cold_dir: Path | None = None
+    """The cold tier: a directory where uploaded bytes and encoded features are written once and kept while
+    the video lives; Redis then holds only hot copies of the features, within its ``maxmemory``, and a feature
+    evicted from Redis is read from here instead of decoding the video again. Local disk for one machine, a
+    volume shared by the API and every worker otherwise. Unset: with Redis, everything stays in Redis (an
+    evicted entry is lost); in embedded mode, a folder under ``R2_UPLOAD_DIR`` removed when the process stops."""
+    cold_sweep_interval_s: float = Field(3600.0, ge=1, le=7 * 24 * 3600)
+    """How often each worker removes the cold tier's videos unused for longer than ``R2_VIDEO_TTL_S``."""
     upload_dir: Path | None = None
     """Scratch directory for uploads being received (API) and videos being decoded (worker); default: the
     system temp dir. In embedded mode the uploaded videos themselves are kept here too."""
@@ -146,6 +158,16 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_URL must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("cold_dir", mode="before")
+    @classmethod
+    def _cold_dir(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip() or None
+        if isinstance(value, str) and "://" in value:
+            raise ValueError("cold_dir must be a directory (an object store would be a ColdStore of its own: "
+                             "see service/store/cold.py)")
+        return value
+
     @field_validator("key_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
@@ -179,6 +201,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.redis_cluster and self.redis_url is None:
+            raise ValueError("R2_REDIS_CLUSTER needs REDIS_URL: the address of a node of the cluster")
+        if self.redis_url is not None:
+            hosts = self.redis_url.split("://", 1)[1].split("/", 1)[0]
+            if self.redis_cluster and self.redis_url.startswith("unix://"):
+                raise ValueError("a Redis Cluster is reached over TCP: REDIS_URL must be redis:// or rediss://")
+            if self.redis_cluster and re.search(r"/[1-9]\d*$|[?&]db=[1-9]", self.redis_url):
+                raise ValueError("a Redis Cluster has only database 0: drop the database from REDIS_URL")
+            if not self.redis_cluster and "," in hosts:
+                raise ValueError("REDIS_URL names several hosts: set R2_REDIS_CLUSTER=1 for a Redis Cluster")
         if self.default_model is not None and self.default_model not in self.models:
             raise ValueError(f"default_model {self.default_model!r} is not one of models {self.models}")
         if self.heartbeat_ttl_s < 2 * self.heartbeat_interval_s:

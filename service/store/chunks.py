@@ -9,7 +9,9 @@ block its event loop). The header is::
 
 Chunks are written first and the header last, each with a TTL (chunks outlive the header slightly), so a
 reader that finds a header finds a complete entry; a missing, short or altered chunk, a bad header or a CRC
-mismatch is detected on read, the entry is deleted and the read is a miss. Never pickle: bytes in, bytes out.
+mismatch is detected on read, the entry is deleted and the read is a miss. A missing chunk is what Redis'
+``maxmemory`` eviction leaves behind, so it is a plain miss; the others are reported as corruption. Never
+pickle: bytes in, bytes out.
 
 Stores that keep this format: :class:`service.store.redis_chunks.RedisChunkStore` (shared by every process),
 and embedded mode's :class:`service.store.memory.MemoryChunkStore` (features, bounded by bytes) and
@@ -39,6 +41,15 @@ _MAX_META = 1 << 16
 
 class CorruptEntry(ValueError):
     """An entry failed verification (the message says how); readers treat it as a miss."""
+
+
+class MissingChunk(CorruptEntry):
+    """A chunk is gone while its header is there: evicted under ``maxmemory`` or expired, not damaged. Readers
+    treat it as a miss too, but it is no corruption (``on_corrupt`` is not called)."""
+
+
+class NoRoom(Exception):
+    """The store refused a write for lack of memory (Redis at ``maxmemory`` with nothing left to evict)."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,7 @@ class Verifier:
 
     def add(self, chunk: bytes | None) -> bytes:
         if chunk is None:
-            raise CorruptEntry(f"chunk {self.index} of {self.header.num_chunks} is missing")
+            raise MissingChunk(f"chunk {self.index} of {self.header.num_chunks} is missing")
         if len(chunk) != self.header.expected_size(self.index):
             raise CorruptEntry(f"chunk {self.index} has {len(chunk)} bytes, "
                                f"expected {self.header.expected_size(self.index)}")
@@ -169,6 +180,10 @@ class ChunkStore(ABC):
             for chunk in self._read_chunks(name, header):
                 sink(check.add(chunk))
             check.finish()
+        except MissingChunk as err:
+            log.info("cache entry %s is incomplete (%s: evicted or expired): deleted, treated as a miss", name, err)
+            self.delete(name)
+            return None
         except CorruptEntry as err:
             log.warning("cache entry %s is corrupt (%s): deleted, treated as a miss", name, err)
             self.delete(name)

@@ -1,28 +1,25 @@
 """Embedded mode (no ``REDIS_URL``): the same stores in this process, for one API and its worker thread.
 
 Each class is the in-process twin of a Redis store with the same semantics (TTLs, at-least-once delivery,
-verified chunked entries), kept as small as that allows. Uploaded videos go to a folder, features to memory
-bounded by ``Settings.memory_cache_bytes`` (least recently used out).
+verified chunked entries), kept as small as that allows. Hot copies of the features stay in memory bounded by
+``Settings.memory_cache_bytes`` (least recently used out); uploaded videos and the features themselves go to
+the cold tier, a folder (:mod:`service.store.cold`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import struct
 import threading
 import time
-import zlib
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from service.contract.keys import Keys
 from service.contract.schemas import Job, JobRecord, Status, VideoRecord, WorkerInfo
 
-from .chunks import ChunkStore, CorruptEntry, Header, rechunk
+from .chunks import ChunkStore, Header
 from .jobs import Delivery, JobStore, Outcome, parse_delivery
 from .records import Records
 
@@ -121,116 +118,6 @@ class MemoryChunkStore(_Indexes, ChunkStore):
             self._drop(name)
 
 
-class DirChunkStore(_Indexes, ChunkStore):
-    """Embedded mode's uploaded videos: one file per entry (header length u32, header, payload) in a folder.
-
-    Expiry is the file's modification time plus the TTL stored in the header meta; expired files are removed
-    when read and on every write.
-    """
-
-    def __init__(self, root: Path, chunk_bytes: int, on_corrupt: Callable[[str, str], None] | None = None) -> None:
-        super().__init__(chunk_bytes, on_corrupt)
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-
-    def _path(self, name: str) -> Path:
-        return self.root / (name.replace("/", "_").replace(":", "_") + ".r2ck")
-
-    def put(self, name: str, pieces: Iterable[bytes | bytearray | memoryview], meta: dict[str, Any],
-            ttl_s: int) -> Header:
-        self._sweep()
-        path = self._path(name)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-        crc, total, count = 0, 0, 0
-        with open(tmp, "wb") as f:
-            f.write(b"\0" * 4)  # header length, patched below; the header itself goes at the end
-            for chunk in rechunk(pieces, self.chunk_bytes):
-                f.write(chunk)
-                crc, total, count = zlib.crc32(chunk, crc), total + len(chunk), count + 1
-            header = Header(total, self.chunk_bytes, count, crc, {**meta, "_ttl_s": ttl_s})
-            packed = header.pack()
-            f.write(packed)
-            f.seek(0)
-            f.write(struct.pack(">I", len(packed)))
-        os.replace(tmp, path)
-        return header
-
-    def _open(self, name: str) -> tuple[Path, int, int] | None:
-        """(path, payload size, header size) of a live entry."""
-        path = self._path(name)
-        try:
-            size, mtime = path.stat().st_size, path.stat().st_mtime
-            with open(path, "rb") as f:
-                (head_len,) = struct.unpack(">I", f.read(4))
-                f.seek(size - head_len)
-                header = Header.unpack(f.read(head_len))
-        except FileNotFoundError:
-            return None
-        except (OSError, struct.error, CorruptEntry):
-            return path, -1, 0
-        if mtime + float(header.meta.get("_ttl_s", 0)) < time.time():
-            path.unlink(missing_ok=True)
-            return None
-        return path, size - 4 - head_len, head_len
-
-    def _read_header(self, name: str) -> bytes | None:
-        found = self._open(name)
-        if found is None:
-            return None
-        path, payload, head_len = found
-        if payload < 0:
-            return b""  # unreadable header: reported as corrupt by the caller
-        with open(path, "rb") as f:
-            f.seek(4 + payload)
-            return f.read(head_len)
-
-    def _read_chunks(self, name: str, header: Header) -> Iterator[bytes | None]:
-        with open(self._path(name), "rb") as f:
-            f.seek(4)
-            for index in range(header.num_chunks):
-                data = f.read(header.expected_size(index))
-                yield data if data else None
-
-    def get(self, name: str) -> tuple[dict[str, Any], bytes] | None:
-        found = super().get(name)
-        return None if found is None else ({k: v for k, v in found[0].items() if k != "_ttl_s"}, found[1])
-
-    def exists(self, name: str) -> bool:
-        return self._open(name) is not None
-
-    def touch(self, name: str, ttl_s: int) -> bool:
-        if self._open(name) is None:
-            return False
-        os.utime(self._path(name))
-        return True
-
-
-    def _delete_header(self, name: str) -> None:
-        self._path(name).unlink(missing_ok=True)
-
-    def _delete_chunks(self, name: str, count: int | None) -> None:
-        pass  # one file holds everything
-
-    def _write_chunks(self, name: str, chunks: Iterator[bytes], ttl_s: int) -> None:  # pragma: no cover
-        raise NotImplementedError("DirChunkStore.put writes whole files")
-
-    def _write_header(self, name: str, header: bytes, ttl_s: int) -> None:  # pragma: no cover
-        raise NotImplementedError("DirChunkStore.put writes whole files")
-
-    def _sweep(self) -> None:
-        for path in self.root.glob("*.r2ck"):
-            try:
-                with open(path, "rb") as f:
-                    (head_len,) = struct.unpack(">I", f.read(4))
-                    f.seek(path.stat().st_size - head_len)
-                    ttl = float(Header.unpack(f.read(head_len)).meta.get("_ttl_s", 0))
-                if path.stat().st_mtime + ttl < time.time():
-                    path.unlink(missing_ok=True)
-            except (OSError, struct.error, CorruptEntry):
-                continue
-
-
 # ------------------------------------------------------------------------------------------------------ records
 
 
@@ -264,6 +151,7 @@ def _plain(fields: dict[str, Any]) -> dict[str, Any]:
 class MemoryRecords(Records):
     def __init__(self) -> None:
         self._items = _Expiring()
+        self._beats = _Expiring()  # worker id -> heartbeat JSON
         self._metrics: dict[str, float] = {}
         self.keys = Keys("memory")
 
@@ -299,17 +187,16 @@ class MemoryRecords(Records):
                 self._items.put(self.keys.video(video_id), raw, ttl_s)
 
     def heartbeat(self, info: WorkerInfo, ttl_s: float) -> None:
-        with self._items.lock:
-            self._items.put(self.keys.worker(info.worker_id), info.model_dump_json(), ttl_s)
+        with self._beats.lock:
+            self._beats.put(info.worker_id, info.model_dump_json(), ttl_s)
 
     def remove_worker(self, worker_id: str) -> None:
-        with self._items.lock:
-            self._items.data.pop(self.keys.worker(worker_id), None)
+        with self._beats.lock:
+            self._beats.data.pop(worker_id, None)
 
     def live_workers(self) -> list[WorkerInfo]:
-        prefix = self.keys.worker("")
-        with self._items.lock:
-            found = [self._items.get(k) for k in list(self._items.data) if k.startswith(prefix)]
+        with self._beats.lock:
+            found = [self._beats.get(k) for k in list(self._beats.data)]
         return [WorkerInfo.model_validate_json(raw) for raw in found if raw is not None]
 
     def add_metrics(self, increments: dict[str, float]) -> None:

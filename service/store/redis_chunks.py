@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import redis
 
 from service.contract.keys import Keys
 
-from .chunks import ChunkStore, CorruptEntry, Header
+from .chunks import ChunkStore, CorruptEntry, Header, NoRoom
+from .connect import RedisClient
 
 _CHUNK_GRACE_S = 60  # chunks expire this much after their header
 _READ_BATCH_BYTES = 64 << 20  # fetch at most this much per Redis round trip
-
-
-def _batched(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
-    iterator = iter(items)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
+_DELETE_BATCH = 500  # keys per DEL
 
 
 class RedisChunkStore(ChunkStore):
-    """Entries in Redis, shared by the API and every worker on every machine."""
+    """Entries in Redis, shared by the API and every worker on every machine. An entry's header and chunks share
+    its hash tag, so on a cluster every entry lives on one node and its batched reads and writes stay there."""
 
-    def __init__(self, client: redis.Redis, chunk_bytes: int,
+    def __init__(self, client: RedisClient, chunk_bytes: int,
                  on_corrupt: Callable[[str, str], None] | None = None) -> None:
         super().__init__(chunk_bytes, on_corrupt)
         self.client = client
+
+    def put(self, name: str, pieces: Iterable[bytes | bytearray | memoryview], meta: dict[str, Any],
+            ttl_s: int) -> Header:
+        try:
+            return super().put(name, pieces, meta, ttl_s)
+        except redis.OutOfMemoryError as err:  # maxmemory reached and nothing evictable: drop what was written
+            self._delete_chunks(name, None)
+            raise NoRoom(f"Redis is at maxmemory: {err}") from err
 
     def _write_chunks(self, name: str, chunks: Iterator[bytes], ttl_s: int) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -73,7 +78,10 @@ class RedisChunkStore(ChunkStore):
         pipe = self.client.pipeline(transaction=False)
         pipe.sadd(index, member)
         pipe.expire(index, ttl_s + _CHUNK_GRACE_S)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.OutOfMemoryError as err:
+            raise NoRoom(f"Redis is at maxmemory: {err}") from err
 
     def index_members(self, index: str) -> set[str]:
         return {m.decode() if isinstance(m, bytes) else m for m in self.client.smembers(index)}
@@ -85,9 +93,10 @@ class RedisChunkStore(ChunkStore):
         self.client.delete(name)
 
     def _delete_chunks(self, name: str, count: int | None) -> None:
-        if count is None:  # the header was unreadable: find the chunks (rare; they would expire anyway)
-            for batch in _batched(self.client.scan_iter(match=f"{name}:c*", count=1000), 500):
-                self.client.delete(*batch)
+        if count is None:  # the header was unreadable: chunks are numbered from 0, delete until a batch finds none
+            start = 0
+            while self.client.delete(*[Keys.chunk(name, i) for i in range(start, start + _DELETE_BATCH)]):
+                start += _DELETE_BATCH
             return
-        for start in range(0, count, 500):
-            self.client.delete(*[Keys.chunk(name, i) for i in range(start, min(count, start + 500))])
+        for start in range(0, count, _DELETE_BATCH):
+            self.client.delete(*[Keys.chunk(name, i) for i in range(start, min(count, start + _DELETE_BATCH))])

@@ -1,9 +1,10 @@
 """Jobs in Redis: a hash per job, Streams with one consumer group for the queues, a list as the done signal.
 
 Every key here shares the hash tag ``{q}`` (see :mod:`service.contract.keys`), so each script and transaction
-touches one slot. Submitting is one script (join an identical request, check the queue limit, pick the queue,
-create the record, append the job); a worker's batch is begun with one script and finished with one
-transaction (answers, acknowledgements, done tokens, metrics). Waiters rotate the done token of their job with
+touches one slot, and every script is given each key it touches (a cluster routes by them). Submitting is one
+script (join an identical request, check the queue limit, pick the queue, create the record, append the job);
+a worker's batch is begun with one script and finished with one (answers, acknowledgements, done tokens,
+metrics). Waiters rotate the done token of their job with
 ``BLMOVE``, so every request waiting on the same job wakes, and a late one finds it at once.
 """
 
@@ -15,48 +16,72 @@ from collections import defaultdict
 from typing import Any
 
 import redis
-import redis.asyncio
+from redis.exceptions import RedisClusterException
 
 from service.contract.keys import JOB_GROUP, Keys
 from service.contract.schemas import Job, JobRecord, Status
 
+from .connect import AsyncRedisClient, RedisClient, async_redis_client
 from .jobs import Delivery, JobStore, Outcome, parse_delivery
 from .records import decode_fields, encode_fields
 
 _WAIT_SLICE_S = 1.0  # one blocking call waits at most this long, so a frozen Redis is noticed
+_SUBMIT_TRIES = 10  # a submit retries when the own queues or the joined job changed under it
 
-# KEYS: shared queue, job record, request key, affinity key, own-queue set.
-# ARGV: max length, payload, ttl, job id, use request key (0/1), queue-slot prefix, record fields...
+# Every key a script touches is in KEYS (service/contract/keys.py). Names that depend on data (the own queues,
+# the job an identical request joined) are passed by the caller with the data they came from; the script
+# answers 'stale' (with the current owners) or 'check' (with the job to join) when that data changed, and the
+# caller retries with the right keys.
+#
+# KEYS: shared queue, job record, request key, affinity key, own-queue set, live-worker zset, record of the job
+#       to join (the job record again when none), then the own queue of each owner in ARGV order.
+# ARGV: max length, payload, ttl, job id, use request key (0/1), id of the job to join ('' when none), now,
+#       number of owners N, the N owner ids, record fields...
 _SUBMIT = """
-local prefix = ARGV[6]
+local n = tonumber(ARGV[8])
+local owners = redis.call('SMEMBERS', KEYS[5])
+if #owners ~= n then return {'stale', owners} end
+for i = 1, n do
+  if redis.call('SISMEMBER', KEYS[5], ARGV[8 + i]) == 0 then return {'stale', owners} end
+end
 if ARGV[5] == '1' then
   local existing = redis.call('GET', KEYS[3])
   if existing then
-    local status = redis.call('HGET', prefix .. ':job:' .. existing, 'status')
+    if existing ~= ARGV[6] then return {'check', existing} end
+    local status = redis.call('HGET', KEYS[7], 'status')
     if status and status ~= '"failed"' then return {'joined', existing} end
   end
 end
 local total = redis.call('XLEN', KEYS[1])
-local owners = redis.call('SMEMBERS', KEYS[5])
-for _, owner in ipairs(owners) do total = total + redis.call('XLEN', prefix .. ':jobs:' .. owner) end
+for i = 1, n do total = total + redis.call('XLEN', KEYS[7 + i]) end
 if total >= tonumber(ARGV[1]) then return {'full'} end
 local queue = KEYS[1]
 local holder = redis.call('GET', KEYS[4])
-if holder and redis.call('SISMEMBER', KEYS[5], holder) == 1
-    and redis.call('EXISTS', prefix .. ':worker:' .. holder) == 1 then
-  queue = prefix .. ':jobs:' .. holder
+if holder then
+  for i = 1, n do
+    if ARGV[8 + i] == holder then
+      local stale_at = redis.call('ZSCORE', KEYS[6], holder)
+      if stale_at and tonumber(stale_at) >= tonumber(ARGV[7]) then queue = KEYS[7 + i] end
+    end
+  end
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 7))
+redis.call('HSET', KEYS[2], unpack(ARGV, 9 + n))
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 if ARGV[5] == '1' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
 redis.call('XADD', queue, '*', 'job', ARGV[2])
 return {'queued', queue}
 """
 
-# KEYS: job records. ARGV: worker (JSON), now (JSON). Returns the delivery count per job (0: record gone).
+# KEYS: job records. ARGV: worker (JSON), now (JSON), record ttl, then per job the fields that rebuild its record
+# (JSON list) or '' . A record that is gone while its job is younger than its TTL was evicted under maxmemory:
+# it is rebuilt from the queued payload. Returns the delivery count per job (0: record gone, nobody waits).
 _BEGIN = """
 local out = {}
 for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 and ARGV[3 + i] ~= '' then
+    redis.call('HSET', key, unpack(cjson.decode(ARGV[3 + i])))
+    redis.call('EXPIRE', key, ARGV[3])
+  end
   if redis.call('EXISTS', key) == 0 then
     out[i] = 0
   else
@@ -67,27 +92,50 @@ end
 return out
 """
 
-# KEYS: job record. ARGV: fields... Updates only a record that still exists (never resurrects an expired one).
-_UPDATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
+# KEYS: metrics hash, then per outcome: job record, done list, queue.
+# ARGV: result ttl, consumer group, number of outcomes N, then per outcome: entry id, has a job (0/1), the fields
+# of the answer (JSON list), the fields that rebuild a missing record (JSON list, '' when it must not be rebuilt);
+# then metric name/amount pairs. Stores each answer (never resurrecting an expired record, only rebuilding an
+# evicted one), signals its waiters, acknowledges and deletes the entry, and adds to the metrics: one step.
+_FINISH = """
+local n = tonumber(ARGV[3])
+for i = 1, n do
+  local record, done, queue = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local a = 4 * i
+  if ARGV[a + 1] == '1' then
+    if redis.call('EXISTS', record) == 1 then
+      redis.call('HSET', record, unpack(cjson.decode(ARGV[a + 2])))
+    elseif ARGV[a + 3] ~= '' then
+      redis.call('HSET', record, unpack(cjson.decode(ARGV[a + 3])))
+      redis.call('HSET', record, unpack(cjson.decode(ARGV[a + 2])))
+      redis.call('EXPIRE', record, ARGV[1])
+    end
+    redis.call('RPUSH', done, '1')
+    redis.call('EXPIRE', done, ARGV[1])
+  end
+  redis.call('XACK', queue, ARGV[2], ARGV[a])
+  redis.call('XDEL', queue, ARGV[a])
+end
+for j = 4 + 4 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV[j + 1]) end
+return n
 """
 
-# KEYS: shared queue, own-queue set, worker index. ARGV: orphaned worker id, queue-slot prefix.
-# Moves every entry of the orphan's own queue (waiting or in its hands) to the shared queue, then forgets it.
+# KEYS: shared queue, own-queue set, worker index, live-worker zset, heartbeats, the orphan's own queue.
+# ARGV: orphaned worker id. Moves every entry of the orphan's own queue (waiting or in its hands) to the shared
+# queue, then forgets the worker.
 _ADOPT = """
-local own = ARGV[2] .. ':jobs:' .. ARGV[1]
 local moved = 0
-for _, entry in ipairs(redis.call('XRANGE', own, '-', '+')) do
+for _, entry in ipairs(redis.call('XRANGE', KEYS[6], '-', '+')) do
   local fields = entry[2]
   for i = 1, #fields, 2 do
     if fields[i] == 'job' then redis.call('XADD', KEYS[1], '*', 'job', fields[i + 1]); moved = moved + 1 end
   end
 end
-redis.call('DEL', own)
+redis.call('DEL', KEYS[6])
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
 return moved
 """
 
@@ -96,25 +144,27 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _fields_json(fields: dict[str, Any]) -> str:
+    """Record fields as the scripts take them: a JSON list of field, encoded value, field, encoded value..."""
+    return json.dumps([item for pair in encode_fields(fields).items() for item in pair])
+
+
 class RedisJobStore(JobStore):
     """Jobs of every process of a deployment, in one Redis (or one slot of a cluster)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, max_length: int, *, result_ttl_s: int, url: str,
-                 timeout_s: float) -> None:
+    def __init__(self, client: RedisClient, keys: Keys, max_length: int, *, result_ttl_s: int, url: str,
+                 timeout_s: float, cluster: bool = False) -> None:
         super().__init__(max_length)
         self.client, self.keys = client, keys
         self.result_ttl_s = result_ttl_s
-        self._url, self._timeout_s = url, timeout_s
-        self._async: redis.asyncio.Redis | None = None
+        self._url, self._timeout_s, self._cluster = url, timeout_s, cluster
+        self._async: AsyncRedisClient | None = None
         self._submit = client.register_script(_SUBMIT)
         self._begin = client.register_script(_BEGIN)
-        self._update = client.register_script(_UPDATE)
+        self._finish = client.register_script(_FINISH)
         self._adopt = client.register_script(_ADOPT)
         self._groups: set[str] = set()
-
-    @property
-    def _slot(self) -> str:
-        return self.keys.jobs.rsplit(":", 1)[0]  # "{p}:{q}"
+        self._owners: list[str] | None = None  # workers with an own queue, as last seen (submit checks it)
 
     def _ensure_group(self, queue: str) -> None:
         if queue in self._groups:
@@ -133,41 +183,60 @@ class RedisJobStore(JobStore):
             return True
         return False
 
+    def _young(self, job: Job) -> bool:
+        """Whether a missing record of this job can only have been evicted (it cannot have expired yet)."""
+        return time.time() - job.created_at < self.result_ttl_s
+
     # ------------------------------------------------------------------------------------------------ API side
 
     def submit(self, job: Job, ttl_s: int, request_hash: str | None = None) -> JobRecord:
         self._ensure_group(self.keys.jobs)
         record = JobRecord(job_id=job.job_id, kind=job.kind, video_id=job.video_id, model=job.model)
         fields = [item for pair in encode_fields(record.model_dump(mode="json")).items() for item in pair]
-        keys = [self.keys.jobs, self.keys.job(job.job_id), self.keys.request(request_hash or job.job_id),
-                self.keys.affinity(job.video_id, job.model), self.keys.streams]
-        args = [self.max_length, job.model_dump_json(), ttl_s, job.job_id, "1" if request_hash else "0",
-                self._slot, *fields]
-        try:
-            reply = self._submit(keys=keys, args=args)
-        except redis.ResponseError as err:
-            if not self._nogroup(err):
-                raise
-            reply = self._submit(keys=keys, args=args)
-        outcome = _text(reply[0])
-        if outcome == "full":
-            raise self.full_error()
-        if outcome == "joined":
-            joined = self.get(_text(reply[1]))
-            if joined is not None:
-                return joined
-            return self.submit(job, ttl_s, request_hash)  # expired in between: run it anew
-        return record
+        owners = self._owners if self._owners is not None else sorted(
+            _text(o) for o in self.client.smembers(self.keys.streams))
+        joining = ""
+        for _ in range(_SUBMIT_TRIES):
+            keys = [self.keys.jobs, self.keys.job(job.job_id), self.keys.request(request_hash or job.job_id),
+                    self.keys.affinity(job.video_id, job.model), self.keys.streams, self.keys.alive,
+                    self.keys.job(joining or job.job_id), *(self.keys.worker_jobs(o) for o in owners)]
+            args = [self.max_length, job.model_dump_json(), ttl_s, job.job_id, "1" if request_hash else "0", joining,
+                    time.time(), len(owners), *owners, *fields]
+            try:
+                reply = self._submit(keys=keys, args=args)
+            except redis.ResponseError as err:
+                if not self._nogroup(err):
+                    raise
+                self._ensure_group(self.keys.jobs)
+                continue
+            outcome = _text(reply[0])
+            if outcome == "stale":
+                owners = sorted(_text(o) for o in reply[1])
+                self._owners = owners
+                continue
+            if outcome == "check":
+                joining = _text(reply[1])
+                continue
+            self._owners = owners
+            if outcome == "full":
+                raise self.full_error()
+            if outcome == "joined":
+                joined = self.get(_text(reply[1]))
+                if joined is not None:
+                    return joined
+                continue  # expired in between: the script now finds no record to join and queues the job
+            return record
+        raise redis.ConnectionError(f"could not submit job {job.job_id}: the queue kept changing under "
+                                    f"{_SUBMIT_TRIES} tries")
 
     def get(self, job_id: str) -> JobRecord | None:
         raw = self.client.hgetall(self.keys.job(job_id))
         return JobRecord.model_validate(decode_fields(raw)) if raw else None
 
-    def _async_client(self) -> redis.asyncio.Redis:
+    def _async_client(self) -> AsyncRedisClient:
         if self._async is None:  # created in the event loop that waits
-            self._async = redis.asyncio.Redis.from_url(
-                self._url, socket_connect_timeout=self._timeout_s, socket_timeout=self._timeout_s + _WAIT_SLICE_S,
-                protocol=2)
+            self._async = async_redis_client(self._url, self._timeout_s, self._timeout_s + _WAIT_SLICE_S,
+                                             cluster=self._cluster)
         return self._async
 
     async def wait(self, job_id: str, timeout_s: float) -> bool:
@@ -176,8 +245,11 @@ class RedisJobStore(JobStore):
         while True:
             left = deadline - time.monotonic()
             # A rotation (LEFT -> RIGHT of the same list) leaves the token for every other waiter.
-            token = await client.blmove(key, key, max(0.01, min(_WAIT_SLICE_S, left)),  # type: ignore[arg-type]
-                                        "LEFT", "RIGHT")  # Redis takes fractional seconds; the stubs say int
+            try:
+                token = await client.blmove(key, key, max(0.01, min(_WAIT_SLICE_S, left)),  # type: ignore[arg-type]
+                                            "LEFT", "RIGHT")  # Redis takes fractional seconds; the stubs say int
+            except RedisClusterException as err:  # the cluster client could not even find the cluster
+                raise redis.ConnectionError(f"the Redis Cluster cannot be reached: {err}") from err
             if token is not None:
                 return True
             if deadline - time.monotonic() <= 0:
@@ -202,8 +274,13 @@ class RedisJobStore(JobStore):
         self._ensure_group(self.keys.worker_jobs(consumer))
         self.client.sadd(self.keys.streams, consumer)
 
+    def _adopt_queue(self, orphan: str) -> int:
+        keys = [self.keys.jobs, self.keys.streams, self.keys.workers, self.keys.alive, self.keys.beats,
+                self.keys.worker_jobs(orphan)]
+        return int(self._adopt(keys=keys, args=[orphan]))
+
     def close(self, consumer: str) -> None:
-        self._adopt(keys=[self.keys.jobs, self.keys.streams, self.keys.workers], args=[consumer, self._slot])
+        self._adopt_queue(consumer)
         self._groups.discard(self.keys.worker_jobs(consumer))
 
     def take(self, consumer: str, count: int, block_s: float) -> list[Delivery]:
@@ -228,33 +305,43 @@ class RedisJobStore(JobStore):
     def begin(self, consumer: str, deliveries: list[Delivery]) -> list[int]:
         if not deliveries:
             return []
-        keys = [self.keys.job(d.job.job_id) if d.job else self.keys.job(f"none-{d.entry_id}") for d in deliveries]
-        counts = self._begin(keys=keys, args=[json.dumps(consumer), json.dumps(time.time())])
+        keys, rebuild = [], []
+        for d in deliveries:
+            if d.job is None:
+                keys.append(self.keys.job(f"none-{d.entry_id}"))
+                rebuild.append("")
+                continue
+            keys.append(self.keys.job(d.job.job_id))
+            record = JobRecord(job_id=d.job.job_id, kind=d.job.kind, video_id=d.job.video_id, model=d.job.model,
+                               created_at=d.job.created_at)
+            rebuild.append(_fields_json(record.model_dump(mode="json")) if self._young(d.job) else "")
+        counts = self._begin(keys=keys, args=[json.dumps(consumer), json.dumps(time.time()), self.result_ttl_s,
+                                              *rebuild])
         return [int(n) for n in counts]
 
     def finish(self, consumer: str, outcomes: list[Outcome], metrics: dict[str, float] | None = None,
                seconds: dict[str, float] | None = None) -> None:
-        pipe = self.client.pipeline(transaction=True)
         now = time.time()
+        keys: list[str] = [self.keys.metrics]
+        args: list[Any] = [self.result_ttl_s, JOB_GROUP, len(outcomes)]
         for o in outcomes:
             d = o.delivery
-            if d.job is not None:
-                fields: dict[str, Any] = dict(worker=consumer, updated_at=now, seconds=seconds or {})
-                if o.failed:
-                    fields.update(status=Status.failed, error_code=o.error_code, error_message=o.error_message,
-                                  error_status=o.error_status)
-                else:
-                    fields.update(status=Status.ready, result=o.result)
-                flat = [item for pair in encode_fields(fields).items() for item in pair]
-                self._update(keys=[self.keys.job(d.job.job_id)], args=flat, client=pipe)
-                done = self.keys.done(d.job.job_id)
-                pipe.rpush(done, "1")
-                pipe.expire(done, self.result_ttl_s)
-            pipe.xack(d.queue, JOB_GROUP, d.entry_id)
-            pipe.xdel(d.queue, d.entry_id)
+            job_id = d.job.job_id if d.job is not None else f"none-{d.entry_id}"
+            keys += [self.keys.job(job_id), self.keys.done(job_id), d.queue]
+            fields: dict[str, Any] = dict(worker=consumer, updated_at=now, seconds=seconds or {})
+            if o.failed:
+                fields.update(status=Status.failed, error_code=o.error_code, error_message=o.error_message,
+                              error_status=o.error_status)
+            else:
+                fields.update(status=Status.ready, result=o.result)
+            base = ""
+            if d.job is not None and self._young(d.job):  # every field, should the record have to be rebuilt
+                base = _fields_json(JobRecord(job_id=d.job.job_id, kind=d.job.kind, video_id=d.job.video_id,
+                                              model=d.job.model, created_at=d.job.created_at).model_dump(mode="json"))
+            args += [d.entry_id, "1" if d.job is not None else "0", _fields_json(fields), base]
         for name, amount in (metrics or {}).items():
-            pipe.hincrbyfloat(self.keys.metrics, name, amount)
-        pipe.execute()
+            args += [name, amount]
+        self._finish(keys=keys, args=args)
 
     def release(self, deliveries: list[Delivery]) -> None:
         # Re-added as new entries of the shared queue and the taken ones removed, in one transaction: the job is
@@ -273,8 +360,7 @@ class RedisJobStore(JobStore):
         orphans: Any = self.client.zrangebyscore(self.keys.workers, "-inf", time.time() - min_idle_s)
         for orphan in orphans:
             if _text(orphan) != consumer:
-                self._adopt(keys=[self.keys.jobs, self.keys.streams, self.keys.workers],
-                            args=[_text(orphan), self._slot])
+                self._adopt_queue(_text(orphan))
         out: list[Delivery] = []
         for queue in (self.keys.worker_jobs(consumer), self.keys.jobs):  # own: left by an earlier run of this id
             self._ensure_group(queue)

@@ -1,16 +1,20 @@
-"""Records in Redis: one hash per video (in the video's slot), heartbeat strings indexed by a sorted set."""
+"""Records in Redis: one hash per video (in the video's slot); heartbeats in the queue's slot, without a TTL.
+
+A heartbeat is a field of one hash plus its stale time in a sorted set, removed explicitly (a worker stopping,
+or its orphaned queue being adopted): a TTL would make it evictable under ``maxmemory`` (see
+:mod:`service.contract.keys`), and a live worker would vanish from ``/readyz``.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import redis
-
 from service.contract.errors import BackendUnavailable
 from service.contract.keys import Keys
 from service.contract.schemas import VideoRecord, WorkerInfo
 
+from .connect import BACKEND_ERRORS, RedisClient
 from .records import Records, decode_fields, encode_fields
 
 _UPDATE_IF_EXISTS = """
@@ -24,16 +28,10 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
-# KEYS: worker index. ARGV: oldest heartbeat time still alive, queue-slot prefix. The index names the
-# candidates; a heartbeat key that expired (TTL) is skipped.
-_LIVE_WORKERS = """
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
-  local beat = redis.call('GET', ARGV[2] .. ':worker:' .. id)
-  if beat then out[#out + 1] = beat end
-end
-return out
-"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _flat(fields: dict[str, Any]) -> list[str]:
@@ -41,11 +39,10 @@ def _flat(fields: dict[str, Any]) -> list[str]:
 
 
 class RedisRecords(Records):
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: RedisClient, keys: Keys) -> None:
         self.client, self.keys = client, keys
         self._update = client.register_script(_UPDATE_IF_EXISTS)
         self._create = client.register_script(_CREATE_IF_ABSENT)
-        self._live = client.register_script(_LIVE_WORKERS)
 
     def create_video(self, record: VideoRecord, ttl_s: int) -> bool:
         args: list[str | int] = [ttl_s, *_flat(record.model_dump(mode="json"))]
@@ -66,22 +63,27 @@ class RedisRecords(Records):
         self.client.expire(self.keys.video(video_id), ttl_s)
 
     def heartbeat(self, info: WorkerInfo, ttl_s: float) -> None:
+        now = time.time()
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.keys.worker(info.worker_id), info.model_dump_json(), px=int(ttl_s * 1000))
-        pipe.zadd(self.keys.workers, {info.worker_id: time.time()})  # the index; the key's TTL says alive
+        pipe.hset(self.keys.beats, info.worker_id, info.model_dump_json())
+        pipe.zadd(self.keys.alive, {info.worker_id: now + ttl_s})  # stale from then on
+        pipe.zadd(self.keys.workers, {info.worker_id: now})  # last beat: what take-over counts from
         pipe.execute()
 
     def remove_worker(self, worker_id: str) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self.keys.worker(worker_id))
+        pipe.hdel(self.keys.beats, worker_id)
+        pipe.zrem(self.keys.alive, worker_id)
         pipe.zrem(self.keys.workers, worker_id)
         pipe.execute()
 
     def live_workers(self) -> list[WorkerInfo]:
-        # Heartbeats older than an hour cannot be alive under any valid setting (heartbeat_ttl_s <= 3600).
-        slot = self.keys.workers.rsplit(":", 1)[0]
-        beats = self._live(keys=[self.keys.workers], args=[time.time() - 3600, slot])
-        return [WorkerInfo.model_validate_json(raw) for raw in beats]
+        pipe = self.client.pipeline(transaction=False)  # one slot: one round trip, on a cluster too
+        pipe.zrangebyscore(self.keys.alive, time.time(), "+inf")
+        pipe.hgetall(self.keys.beats)
+        alive, beats = pipe.execute()
+        found = {_text(k): v for k, v in beats.items()}
+        return [WorkerInfo.model_validate_json(found[_text(w)]) for w in alive if _text(w) in found]
 
     def add_metrics(self, increments: dict[str, float]) -> None:
         if not increments:
@@ -96,7 +98,8 @@ class RedisRecords(Records):
         return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
 
     def ping(self) -> None:
+        """A read in the queue's slot: on a cluster, the node every request needs (PING would ask any node)."""
         try:
-            self.client.ping()
-        except (redis.ConnectionError, redis.TimeoutError) as err:
+            self.client.exists(self.keys.workers)
+        except BACKEND_ERRORS as err:
             raise BackendUnavailable(f"Redis cannot be reached: {err}") from err

@@ -74,6 +74,7 @@ class Worker:
         self._in_flight: dict[str, Delivery] = {}
         self._last_reclaim = 0.0
         self._last_model_retry = 0.0
+        self._last_sweep = 0.0
         self._beat_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------------ start / stop
@@ -174,6 +175,9 @@ class Worker:
         if not deliveries:
             deliveries = self._take(s.batch_size)
         if not deliveries:
+            if self.backend.cold is not None and now - self._last_sweep >= s.cold_sweep_interval_s:
+                self._last_sweep = now
+                self.sweep_cold()
             if not self.models.complete and now - self._last_model_retry > _MODEL_RETRY_S:
                 self.models.load([n for n, m in self.models.status.items() if not m.loaded])
                 self._last_model_retry = time.monotonic()
@@ -198,6 +202,15 @@ class Worker:
                 (give_back if self.heavy(d) else keep).append(d)
         jobs.release(give_back)
         return keep
+
+    def sweep_cold(self) -> int:
+        """Remove the cold tier's videos unused for longer than their lifetime (their Redis records expired
+        with it; a tenth more covers touches that lag and clocks that differ)."""
+        assert self.backend.cold is not None
+        removed = self.backend.cold.sweep(self.settings.video_ttl_s * 1.1)
+        if removed:
+            log.info("removed %d expired videos from the cold tier", removed)
+        return removed
 
     def heavy(self, delivery: Delivery) -> bool:
         """Whether the job needs a video decoded (neither its state nor its features are at hand)."""

@@ -109,7 +109,7 @@ class Pipeline:
             if video is None:
                 video = self.cache_lookup(video_id, grounder, metrics)                            # 2
             if video is None:
-                path = self.fetch_video(video_id)                                                 # 3
+                path = self.fetch_video(video_id, metrics)                                        # 3
                 try:
                     video = self.decode_and_encode(path, video_id, grounder, stages)              # 4
                 finally:
@@ -140,17 +140,17 @@ class Pipeline:
         return Video(info=info, state=state)
 
     def cache_lookup(self, video_id: str, grounder: Grounder, metrics: MetricsBatch) -> Video | None:
-        cached = self.backend.features.get(video_id, grounder.feature_id)
+        cached = self.backend.features.get(video_id, grounder.feature_id, metrics)  # hot tier, else cold
         if cached is None:
             metrics.inc(CACHE_MISSES)
             return None
         metrics.inc(CACHE_HITS)
         return Video(info=VideoInfo(**cached.video), features=features_to_tensor(cached))
 
-    def fetch_video(self, video_id: str) -> Path:
+    def fetch_video(self, video_id: str, metrics: MetricsBatch | None = None) -> Path:
         self.scratch.mkdir(parents=True, exist_ok=True)
         path = self.scratch / f"{video_id}-{uuid.uuid4().hex[:8]}.video"
-        if not self.backend.videos.fetch_to(video_id, path):
+        if not self.backend.videos.fetch_to(video_id, path, metrics):
             path.unlink(missing_ok=True)
             self.backend.records.delete_video(video_id)
             raise NotFound(f"the uploaded bytes of video {video_id} expired or were deleted; upload it again",

@@ -76,7 +76,7 @@ def service(tmp_path_factory) -> Iterator[Service]:
         code = worker.stop()
         client = redis_client()
         assert code == 0, "SIGTERM should stop the worker cleanly:\n" + worker.log()[-3000:]
-        assert not client.exists(Keys(prefix).worker("worker-1")), "the heartbeat should be removed on shutdown"
+        assert not client.hexists(Keys(prefix).beats, "worker-1"), "the heartbeat should be removed on shutdown"
         delete_prefix(client, prefix)
 
 

@@ -16,22 +16,24 @@ from service.store.memory import MemoryJobStore, MemoryRecords
 from service.store.redis_jobs import RedisJobStore
 from service.store.redis_records import RedisRecords
 
-from service_helpers import REDIS_URL, redis_client, redis_prefix  # noqa: F401 - fixture
+from service_helpers import CLUSTER, SINGLE, RedisTarget, redis_client, redis_prefix, redis_target  # noqa: F401 - fixtures
 
 
 def job(n: int, video: str = "v") -> Job:
     return Job(job_id=f"job{n}", kind=JobKind.ground, video_id=video * 64, model="tiny", queries=[f"q{n}"])
 
 
-def redis_store(prefix: str, max_length: int = 3) -> RedisJobStore:
-    return RedisJobStore(redis_client(), Keys(prefix), max_length, result_ttl_s=60, url=REDIS_URL, timeout_s=2)
+def redis_store(prefix: str, max_length: int = 3, target: RedisTarget = SINGLE) -> RedisJobStore:
+    return RedisJobStore(redis_client(target), Keys(prefix), max_length, result_ttl_s=60, url=target.url,
+                         timeout_s=2, cluster=target.cluster)
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["single", "cluster", "memory"])
 def jobs(request) -> JobStore:
     if request.param == "memory":
         return MemoryJobStore(max_length=3, metrics=MemoryRecords())
-    return redis_store(request.getfixturevalue("redis_prefix"))
+    target = CLUSTER if request.param == "cluster" else SINGLE
+    return redis_store(request.getfixturevalue("redis_prefix"), target=target)
 
 
 def submit(jobs: JobStore, *numbers: int) -> None:
@@ -137,8 +139,8 @@ def test_released_jobs_go_back_for_any_worker(jobs) -> None:
 
 
 @pytest.mark.redis
-def test_redis_payloads_are_json_and_bad_ones_are_dropped(redis_prefix) -> None:  # noqa: F811
-    store = redis_store(redis_prefix, max_length=10)
+def test_redis_payloads_are_json_and_bad_ones_are_dropped(redis_prefix, redis_target) -> None:  # noqa: F811
+    store = redis_store(redis_prefix, 10, redis_target)
     keys, client = Keys(redis_prefix), store.client
     store.submit(job(1), ttl_s=60)
     raw = client.xrange(keys.jobs)[0][1][b"job"]
@@ -157,8 +159,8 @@ def _beat(records: RedisRecords, worker_id: str) -> None:
 
 
 @pytest.mark.redis
-def test_jobs_for_a_held_video_go_to_the_live_worker_holding_it(redis_prefix) -> None:  # noqa: F811
-    store = redis_store(redis_prefix, max_length=10)
+def test_jobs_for_a_held_video_go_to_the_live_worker_holding_it(redis_prefix, redis_target) -> None:  # noqa: F811
+    store = redis_store(redis_prefix, 10, redis_target)
     records = RedisRecords(store.client, Keys(redis_prefix))
     for worker in ("w1", "w2"):
         store.open(worker)
@@ -176,8 +178,8 @@ def test_jobs_for_a_held_video_go_to_the_live_worker_holding_it(redis_prefix) ->
 
 
 @pytest.mark.redis
-def test_an_orphaned_own_queue_is_emptied_into_the_shared_one(redis_prefix) -> None:  # noqa: F811
-    store = redis_store(redis_prefix, max_length=10)
+def test_an_orphaned_own_queue_is_emptied_into_the_shared_one(redis_prefix, redis_target) -> None:  # noqa: F811
+    store = redis_store(redis_prefix, 10, redis_target)
     records = RedisRecords(store.client, Keys(redis_prefix))
     store.open("gone")
     _beat(records, "gone")
@@ -193,8 +195,8 @@ def test_an_orphaned_own_queue_is_emptied_into_the_shared_one(redis_prefix) -> N
 
 
 @pytest.mark.redis
-def test_closing_hands_the_own_queue_back(redis_prefix) -> None:  # noqa: F811
-    store = redis_store(redis_prefix, max_length=10)
+def test_closing_hands_the_own_queue_back(redis_prefix, redis_target) -> None:  # noqa: F811
+    store = redis_store(redis_prefix, 10, redis_target)
     records = RedisRecords(store.client, Keys(redis_prefix))
     store.open("leaving")
     _beat(records, "leaving")
@@ -205,10 +207,74 @@ def test_closing_hands_the_own_queue_back(redis_prefix) -> None:  # noqa: F811
 
 
 @pytest.mark.redis
-def test_finish_adds_to_the_shared_metrics(redis_prefix) -> None:  # noqa: F811
-    store = redis_store(redis_prefix, max_length=10)
+def test_finish_adds_to_the_shared_metrics(redis_prefix, redis_target) -> None:  # noqa: F811
+    store = redis_store(redis_prefix, 10, redis_target)
     records = RedisRecords(store.client, Keys(redis_prefix))
     store.submit(job(1), ttl_s=60)
     taken = store.take("w", count=1, block_s=0.2)
     store.finish("w", [Outcome(taken[0], result={})], metrics={"r2_x_total": 2.0})
     assert records.read_metrics() == {"r2_x_total": 2.0}
+
+
+@pytest.mark.redis
+def test_an_evicted_job_record_is_rebuilt_from_the_queued_job(redis_prefix, redis_target) -> None:  # noqa: F811
+    """Under maxmemory (volatile-lru) a queued job's record may be evicted: the job still runs and answers."""
+    store = redis_store(redis_prefix, 10, redis_target)
+    keys = Keys(redis_prefix)
+    store.submit(job(1), ttl_s=60)
+    store.client.delete(keys.job("job1"))  # as Redis evicts it
+    (d,) = store.take("w", count=1, block_s=0.5)
+    assert store.begin("w", [d]) == [1]
+    store.client.delete(keys.job("job1"))  # and once more while it runs
+    store.finish("w", [Outcome(d, result={"answer": 1})])
+    record = store.get("job1")
+    assert record.status == Status.ready and record.result == {"answer": 1} and record.video_id == "v" * 64
+    assert 0 < store.client.ttl(keys.job("job1")) <= 60
+
+
+@pytest.mark.redis
+def test_a_job_older_than_its_record_lifetime_is_dropped(redis_prefix, redis_target) -> None:  # noqa: F811
+    store = redis_store(redis_prefix, 10, redis_target)
+    old = job(1).model_copy(update={"created_at": time.time() - 3600})  # its record expired long ago
+    store.submit(old, ttl_s=60)
+    store.client.delete(Keys(redis_prefix).job("job1"))
+    (d,) = store.take("w", count=1, block_s=0.5)
+    assert store.begin("w", [d]) == [0]  # nobody waits for it: the worker drops it
+    store.finish("w", [Outcome(d)])
+    assert store.get("job1") is None and store.length() == 0
+
+
+@pytest.mark.redis
+def test_submit_follows_workers_that_came_or_went_since_it_last_looked(redis_prefix, redis_target) -> None:  # noqa: F811
+    api = redis_store(redis_prefix, 10, redis_target)
+    worker = redis_store(redis_prefix, 10, redis_target)
+    records = RedisRecords(worker.client, Keys(redis_prefix))
+    api.submit(job(1), ttl_s=60)  # the API has seen no own queue yet
+    worker.open("late")
+    _beat(records, "late")
+    worker.hold("late", "a" * 64, "tiny", ttl_s=60)
+    api.submit(job(2, "a"), ttl_s=60)  # a stale view of the owners: the script says so, the API retries
+    assert [d.job.job_id for d in worker.take("late", count=5, block_s=0.2)][:1] == ["job2"]
+    assert api.length() == 2
+    worker.close("late")
+    api.submit(job(3, "a"), ttl_s=60)  # the owner went away: the shared queue
+    assert api.length() == 3
+
+
+def test_scripts_name_every_key_they_touch() -> None:
+    """A cluster routes a script by its KEYS, and Redis requires every key it touches to be among them: no script
+    may build a key name (Lua's ``..``) or take one from ARGV."""
+    import re
+
+    from service.store import redis_jobs, redis_records
+
+    scripts = {f"{m.__name__}.{n}": v for m in (redis_jobs, redis_records) for n, v in vars(m).items()
+               if n.isupper() and isinstance(v, str) and "redis.call" in v}
+    assert len(scripts) >= 6
+    for name, script in scripts.items():
+        assert " .. " not in script and "..'" not in script, f"{name} builds a key name"
+        for call in re.findall(r"redis\.call\('(\w+)', ([^,)]+)", script):
+            command, first = call
+            if command in ("TIME",):
+                continue
+            assert not first.startswith("ARGV"), f"{name}: {command} on a key from ARGV"

@@ -60,6 +60,6 @@ def test_unsafe_values_are_refused(overrides) -> None:
 def test_every_key_carries_the_prefix() -> None:
     keys = Keys("p")
     names = [keys.jobs, keys.job("j"), keys.request("h"), keys.video("v"), keys.blob("v"), keys.features("v", "f"),
-             keys.worker("w"), keys.metrics, Keys.chunk(keys.blob("v"), 3)]
+             keys.beats, keys.alive, keys.workers, keys.metrics, Keys.chunk(keys.blob("v"), 3)]
     assert all(name.startswith("p:") for name in names)
     assert len(set(names)) == len(names)
