@@ -160,6 +160,18 @@ def assert_same_answers(service_results: list[dict], engine_results: list) -> No
             assert (m["start"], m["end"], m["score"]) == pytest.approx((s, e, c), abs=1e-4)
 
 
+def sample_features(shape: tuple[int, ...] = (2, 3, 5, 64), seed: int = 1) -> Any:
+    """A small, deterministic feature-cache entry (``CachedFeatures``)."""
+    from service.store.features import CachedFeatures
+
+    count = 1
+    for d in shape:
+        count *= d
+    data = bytes((i * seed * 31 + 7) % 251 for i in range(count * 2))
+    video = dict(num_frames=90, avg_fps=15.0, width=160, height=120, duration=6.0)
+    return CachedFeatures("float16", shape, data, video)
+
+
 # ---------------------------------------------------------------------------------------------------- videos
 
 

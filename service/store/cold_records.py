@@ -1,5 +1,6 @@
-"""Video records that survive Redis: a ready video's record is also kept in the cold tier, and put back in
-Redis when Redis lost it (evicted under ``maxmemory``, or Redis restarted empty) while the video lives.
+"""Video records that survive Redis: each video's record is also kept in the cold tier (written when it is
+created and at each change of status, not at each progress update), and put back in Redis when Redis lost it
+(evicted under ``maxmemory``, or Redis restarted empty) while the video lives.
 
 A wrapper around any :class:`Records`: every other record (heartbeats, metrics) goes straight through.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.contract.schemas import Status, VideoRecord, WorkerInfo
+from service.contract.schemas import VideoRecord, WorkerInfo
 
 from .cold import ColdStore
 from .records import Records
@@ -20,15 +21,21 @@ from .records import Records
 log = logging.getLogger(__name__)
 
 
+_VOLATILE_FIELDS = frozenset({"progress", "updated_at"})  # changes that are not worth a cold write
+
+
 class ColdBackedRecords(Records):
-    """``inner``'s records, with the ready video records restored from ``cold`` when ``inner`` lost them."""
+    """``inner``'s records, with video records restored from ``cold`` when ``inner`` lost them."""
 
     def __init__(self, inner: Records, cold: ColdStore, video_ttl_s: int) -> None:
         self.inner, self.cold, self.video_ttl_s = inner, cold, video_ttl_s
 
     # videos
     def create_video(self, record: VideoRecord, ttl_s: int) -> bool:
-        return self.inner.create_video(record, ttl_s)
+        created = self.inner.create_video(record, ttl_s)
+        if created:
+            self.cold.put_record(record.video_id, record.model_dump(mode="json"))
+        return created
 
     def get_video(self, video_id: str) -> VideoRecord | None:
         record = self.inner.get_video(video_id)
@@ -47,22 +54,21 @@ class ColdBackedRecords(Records):
         except ValidationError as err:
             log.warning("cold record of video %s is not a video record (%s): ignored", video_id, err)
             return None
-        if record.status != Status.ready or record.video_id != video_id:
+        if record.video_id != video_id:
             return None
-        log.info("video %s: its record was restored from the cold tier", video_id)
+        log.info("video %s: its record was restored from the cold tier (%s)", video_id, record.status.value)
         self.inner.create_video(record, self.video_ttl_s)
         self.cold.touch(video_id)
         return self.inner.get_video(video_id) or record
 
     def update_video(self, video_id: str, **fields: Any) -> bool:
         updated = self.inner.update_video(video_id, **fields)
-        status = fields.get("status")
-        if updated and status is not None:
-            record = self.inner.get_video(video_id) if Status(status) == Status.ready else None
-            if record is not None and record.status == Status.ready:
+        if not updated and self._restore(video_id) is not None:  # lost by Redis meanwhile: back, then update
+            updated = self.inner.update_video(video_id, **fields)
+        if updated and set(fields) - _VOLATILE_FIELDS:
+            record = self.inner.get_video(video_id)
+            if record is not None:
                 self.cold.put_record(video_id, record.model_dump(mode="json"))
-            else:  # no longer ready: a restore must not bring back the old state
-                self.cold.delete_record(video_id)
         return updated
 
     def delete_video(self, video_id: str) -> bool:

@@ -1,11 +1,15 @@
 """End to end: the API (uvicorn) and separate worker processes against the real Redis, the fixtures' tiny
 CLIP and R2 weights registered as a local model through a registry file, real mp4 files.
+
+Every test runs twice: on the single Redis with everything in Redis, and on the Redis Cluster with a cold tier
+(the two shapes of a deployment).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +19,10 @@ import pytest
 
 from service.contract.keys import Keys
 
-from service_helpers import (
+from service_helpers import (  # noqa: F401 - fixture
+    CLUSTER,
+    SINGLE,
+    RedisTarget,
     api_process,
     assert_same_answers,
     corrupt_video,
@@ -26,6 +33,7 @@ from service_helpers import (
     metric,
     post_chunked,
     redis_client,
+    redis_target,
     service_env,
     wait_until,
     worker_process,
@@ -39,8 +47,10 @@ LIMITS = dict(max_duration_s=15, max_pixels=100_000, max_upload_bytes=MAX_UPLOAD
 
 
 class Service:
-    def __init__(self, base: str, folder: Path, registry: Path, prefix: str) -> None:
+    def __init__(self, base: str, folder: Path, registry: Path, prefix: str, target: RedisTarget,
+                 cold: Path | None) -> None:
         self.base, self.folder, self.registry, self.prefix = base, folder, registry, prefix
+        self.target, self.cold = target, cold
         self.http = httpx.Client(base_url=base, timeout=90)
         self.api_pid = 0
 
@@ -56,16 +66,18 @@ class Service:
         return self.http.get("/metrics").text
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory) -> Iterator[Service]:
-    folder = tmp_path_factory.mktemp("e2e")
+@pytest.fixture(scope="module", params=[SINGLE, CLUSTER], ids=str)
+def service(request, tmp_path_factory) -> Iterator[Service]:
+    target = request.param
+    folder = tmp_path_factory.mktemp(f"e2e-{target}")
     registry = write_registry(folder)
     prefix = f"r2test-{uuid.uuid4().hex[:10]}"
-    env = service_env(prefix, registry, **LIMITS)
+    cold = folder / "cold" if target.cluster else None
+    env = service_env(prefix, registry, target=target, **LIMITS, **({"cold_dir": cold} if cold else {}))
     worker = worker_process(env, folder, "worker-1")
     try:
         with api_process(env, folder) as (api, base):
-            svc = Service(base, folder, registry, prefix)
+            svc = Service(base, folder, registry, prefix, target, cold)
             svc.api_pid = api.proc.pid
             wait_until(lambda: svc.http.get("/readyz").status_code == 200, 120,
                        f"a ready worker (log: {worker.log_path})", interval_s=0.3)
@@ -74,10 +86,13 @@ def service(tmp_path_factory) -> Iterator[Service]:
             assert worker.proc.poll() is None, "the worker died:\n" + worker.log()[-3000:]
     finally:
         code = worker.stop()
-        client = redis_client()
-        assert code == 0, "SIGTERM should stop the worker cleanly:\n" + worker.log()[-3000:]
-        assert not client.hexists(Keys(prefix).beats, "worker-1"), "the heartbeat should be removed on shutdown"
-        delete_prefix(client, prefix)
+        client = redis_client(target)
+        try:
+            assert code == 0, "SIGTERM should stop the worker cleanly:\n" + worker.log()[-3000:]
+            assert not client.hexists(Keys(prefix).beats, "worker-1"), "the heartbeat should be removed on shutdown"
+        finally:
+            delete_prefix(client, prefix)
+            client.close()
 
 
 def test_upload_then_queries_match_the_engine_and_reuse_the_cached_features(service) -> None:
@@ -162,7 +177,26 @@ def test_highlights_summary_and_delete(service, tmp_path) -> None:
 
     assert service.http.delete(f"/v1/videos/{video_id}").status_code == 204
     assert service.http.get(f"/v1/videos/{video_id}").status_code == 404
-    assert not list(redis_client().scan_iter(match=f"{service.prefix}:{{v:{video_id}}}:*"))  # nothing left
+    assert not list(redis_client(service.target).scan_iter(match=f"{service.prefix}:{{v:{video_id}}}:*"))  # none left
+    if service.cold is not None:
+        assert not list(service.cold.rglob(f"*{video_id}*")), "the cold tier kept files of a deleted video"
+
+
+def test_every_key_is_in_the_queue_slot_or_in_its_videos_slot(service, tmp_path) -> None:
+    """Each multi-key script touches one slot: every key of the deployment carries the queue's hash tag or the
+    tag of the video it belongs to (the cluster shards by these)."""
+    video_id = service.upload(make_video(tmp_path / "slots.mp4", seconds=4, seed=9)).json()["video_id"]
+    service.wait_video(video_id)
+    assert service.http.post(f"/v1/videos/{video_id}/moments", json={"queries": ["slots"]}).status_code == 200
+    client = redis_client(service.target)
+    names = [k.decode() for k in client.scan_iter(match=f"{service.prefix}:*", count=1000)]
+    tags = {re.match(rf"{service.prefix}:(\{{[^}}]*\}}):", name).group(1) for name in names}
+    assert "{q}" in tags and f"{{v:{video_id}}}" in tags
+    assert all(tag == "{q}" or re.fullmatch(r"\{v:[0-9a-f]{64}\}", tag) for tag in tags), tags
+    if service.target.cluster:
+        queue_slots = {client.keyslot(n) for n in names if ":{q}:" in n}
+        video_slots = {client.keyslot(n) for n in names if f"{{v:{video_id}}}" in n}
+        assert len(queue_slots) == 1 and len(video_slots) == 1
 
 
 def test_one_shot_ground(service, tmp_path) -> None:
@@ -226,11 +260,11 @@ def test_real_chunked_uploads(service, tmp_path) -> None:
     assert status in (200, 202), body
 
 
-def test_a_killed_workers_job_is_finished_by_another_worker(tmp_path) -> None:
+def test_a_killed_workers_job_is_finished_by_another_worker(redis_target, tmp_path) -> None:  # noqa: F811
     registry = write_registry(tmp_path)
     prefix = f"r2test-{uuid.uuid4().hex[:10]}"
-    env = service_env(prefix, registry)
-    client = redis_client()
+    env = service_env(prefix, registry, target=redis_target)
+    client = redis_client(redis_target)
     slow = worker_process(env, tmp_path, "worker-slow", delay_s=60)
     rescuer = None
     try:

@@ -9,23 +9,15 @@ import pytest
 
 from service.contract.keys import Keys
 from service.store.chunks import ChunkStore, Header
-from service.store.features import CachedFeatures, FeatureCache
+from service.store.features import FeatureCache
 from service.store.memory import MemoryChunkStore
 from service.store.redis_chunks import RedisChunkStore
 from service.store.videos import VideoBlobs
 
 from service_helpers import SINGLE, RedisTarget, redis_client, redis_prefix, redis_target  # noqa: F401 - fixtures
+from service_helpers import sample_features as features
 
 CHUNK = 1024
-
-
-def features(shape=(2, 3, 5, 64), seed=1) -> CachedFeatures:
-    count = 1
-    for d in shape:
-        count *= d
-    data = bytes((i * seed * 31 + 7) % 251 for i in range(count * 2))
-    video = dict(num_frames=90, avg_fps=15.0, width=160, height=120, duration=6.0)
-    return CachedFeatures("float16", shape, data, video)
 
 
 def redis_cache(prefix: str, corrupted: list, target: RedisTarget = SINGLE) -> tuple[FeatureCache, RedisChunkStore]:

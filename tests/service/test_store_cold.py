@@ -22,7 +22,7 @@ from service.store.redis_records import RedisRecords
 from service.store.videos import VideoBlobs
 
 from service_helpers import CLUSTER, SINGLE, redis_client, redis_prefix, redis_server, redis_target  # noqa: F401 - fixtures
-from test_store_chunks import features
+from service_helpers import sample_features as features
 
 CHUNK = 1024
 VIDEO = "ab" * 32
@@ -212,25 +212,27 @@ def ready(video_id: str = VIDEO) -> VideoRecord:
 
 
 @pytest.mark.redis
-def test_a_ready_record_redis_lost_is_restored_from_the_cold_tier(redis_prefix, redis_target, tmp_path) -> None:  # noqa: F811
+def test_a_record_redis_lost_is_restored_from_the_cold_tier(redis_prefix, redis_target, tmp_path) -> None:  # noqa: F811
     inner = RedisRecords(redis_client(redis_target), Keys(redis_prefix))
     cold = cold_store(tmp_path)
     records = ColdBackedRecords(inner, cold, video_ttl_s=600)
-    queued = VideoRecord(video_id=VIDEO, model="tiny", size_bytes=10)
-    assert records.create_video(queued, 600)
-    assert cold.get_record(VIDEO) is None  # not ready: nothing to keep yet
-    records.update_video(VIDEO, status=Status.ready, duration=6.0, num_clips=3, clip_seconds=2.0)
+    assert records.create_video(VideoRecord(video_id=VIDEO, model="tiny", size_bytes=10), 600)
+    assert cold.get_record(VIDEO)["status"] == "queued"
+    inner.delete_video(VIDEO)  # evicted under maxmemory while queued
+    assert records.get_video(VIDEO).status == Status.queued  # restored
+    assert records.update_video(VIDEO, progress=0.5)
+    assert cold.get_record(VIDEO)["progress"] == 0.0  # a progress update is not worth a cold write
+    inner.delete_video(VIDEO)  # evicted again, then the worker finishes: the update lands all the same
+    assert records.update_video(VIDEO, status=Status.ready, duration=6.0, num_clips=3, clip_seconds=2.0)
     assert cold.get_record(VIDEO)["status"] == "ready"
 
-    inner.delete_video(VIDEO)  # evicted under maxmemory
+    inner.delete_video(VIDEO)
     restored = records.get_video(VIDEO)
     assert restored.status == Status.ready and restored.num_clips == 3
     assert inner.get_video(VIDEO) == restored  # back in Redis, with a TTL
     assert 0 < inner.client.ttl(Keys(redis_prefix).video(VIDEO)) <= 600
-
-    records.update_video(VIDEO, status=Status.failed, error_code="x")  # no longer ready: not restored
-    assert cold.get_record(VIDEO) is None
-    assert records.delete_video(VIDEO) and records.get_video(VIDEO) is None
+    assert records.delete_video(VIDEO) and records.get_video(VIDEO) is None and cold.get_record(VIDEO) is None
+    assert not records.update_video(VIDEO, status=Status.ready)  # a deleted video is never resurrected
 
 
 def test_a_cold_record_past_the_video_lifetime_is_not_restored(tmp_path) -> None:
