@@ -29,7 +29,23 @@ from service_helpers import (  # noqa: F401 - fixtures
 )
 
 DOCKERFILE = (REPO_ROOT / "Dockerfile").read_text()
-COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+
+
+class ComposeLoader(yaml.SafeLoader):
+    """YAML plus Compose's merge tags (``!override``, ``!reset``), read as plain values."""
+
+
+for _tag in ("!override", "!reset"):
+    ComposeLoader.add_constructor(_tag, lambda loader, node: (
+        loader.construct_mapping(node) if isinstance(node, yaml.MappingNode) else
+        loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_scalar(node)))
+
+
+def compose(name: str) -> dict:
+    return yaml.load((REPO_ROOT / name).read_text(), Loader=ComposeLoader)
+
+
+COMPOSE = compose("docker-compose.yml")
 DOCS = (REPO_ROOT / "docs" / "service.md").read_text()
 
 
@@ -77,6 +93,38 @@ def test_compose_brings_up_redis_api_and_a_gpu_worker_with_health_checks() -> No
         assert services[name]["healthcheck"]["test"][1:] == ["python", "-m", "r2tuning", "healthcheck", name]
     assert any(v.startswith("checkpoints:/checkpoints") for v in services["worker"]["volumes"])
     assert "checkpoints" in COMPOSE["volumes"]
+
+
+def test_compose_keeps_the_cold_tier_in_a_volume_api_and_workers_share() -> None:
+    services = COMPOSE["services"]
+    for name in ("api", "worker"):
+        assert services[name]["environment"]["R2_COLD_DIR"] == "/var/lib/r2/cold"
+        assert "cold:/var/lib/r2/cold" in [v.split(" ")[0] for v in services[name]["volumes"]]
+    assert "cold" in COMPOSE["volumes"]
+    assert services["redis"]["command"][services["redis"]["command"].index("--maxmemory-policy") + 1] == \
+        "volatile-lru"  # only keys with a TTL are evicted (docs/scaling.md)
+
+
+def test_compose_cluster_variant_replaces_redis_with_six_nodes() -> None:
+    variant = compose("docker-compose.cluster.yml")
+    services = variant["services"]
+    nodes = [n for n in services if n.startswith("redis-") and n[6:].isdigit()]
+    assert len(nodes) == 6 and services["redis"]["profiles"]  # the single Redis is left out
+    command = services["redis-1"]["command"]
+    assert "--cluster-enabled" in command and command[command.index("--maxmemory-policy") + 1] == "volatile-lru"
+    assert "--cluster-replicas 1" in " ".join(services["redis-cluster-init"]["entrypoint"])
+    for name in ("api", "worker"):
+        env = services[name]["environment"]
+        assert env["R2_REDIS_CLUSTER"] == "1" and env["REDIS_URL"].startswith("redis://redis-1:6379,")
+        assert services[name]["depends_on"]["redis-cluster-init"]["condition"] == "service_completed_successfully"
+    Settings(redis_url=services["api"]["environment"]["REDIS_URL"], redis_cluster=True)  # a valid setting
+
+
+def test_compose_shared_volume_variant_mounts_the_cold_tier_over_nfs() -> None:
+    variant = compose("docker-compose.shared-volume.yml")
+    assert variant["volumes"]["cold"]["driver_opts"]["type"] == "nfs"
+    for name in ("api", "worker"):
+        assert "REDIS_URL" in variant["services"][name]["environment"]
 
 
 def test_docs_cover_every_route_setting_and_status() -> None:
