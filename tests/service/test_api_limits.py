@@ -213,10 +213,11 @@ def test_429_with_retry_after_when_the_queue_is_full(make_client, tmp_path) -> N
 # ---------------------------------------------------------------------------------------------------- 503
 
 
-def test_503_fast_when_redis_is_down(tmp_path) -> None:
+@pytest.mark.parametrize("cluster", [False, True], ids=["single", "cluster"])
+def test_503_fast_when_redis_is_down(tmp_path, cluster) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"
-    settings = Settings(redis_url=closed, models=["tiny"], registry_file=write_registry(tmp_path),
-                        upload_dir=tmp_path)
+    settings = Settings(redis_url=closed, redis_cluster=cluster, models=["tiny"],
+                        registry_file=write_registry(tmp_path), upload_dir=tmp_path)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert client.get("/healthz").status_code == 200
         for method, url, kwargs in [

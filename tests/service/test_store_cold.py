@@ -254,3 +254,36 @@ def test_header_trailer_layout_is_the_chunk_format(tmp_path) -> None:
     head_len = int.from_bytes(data[-4:], "big")
     header = Header.unpack(data[5:-4])
     assert len(data) == 5 + head_len + 4 and header.meta == {"k": "v"} and header.crc32 == zlib.crc32(b"12345")
+
+
+def test_embedded_mode_with_a_cold_dir_keeps_videos_across_restarts(tmp_path) -> None:
+    from service.contract.settings import Settings
+    from service.store.backend import open_backend
+
+    settings = Settings(cold_dir=tmp_path / "cold", upload_dir=tmp_path / "up", key_prefix="e")
+    backend = open_backend(settings)
+    source = tmp_path / "v.mp4"
+    source.write_bytes(b"video bytes" * 100)
+    backend.videos.put_file(VIDEO, source)
+    backend.records.create_video(ready(), settings.video_ttl_s)
+    backend.features.put(VIDEO, "fid", features())
+    backend.close()
+
+    again = open_backend(settings)  # a new process: nothing in memory
+    assert again.records.get_video(VIDEO).status == Status.ready
+    assert again.features.get(VIDEO, "fid") == features()
+    assert again.videos.fetch_to(VIDEO, tmp_path / "out") and (tmp_path / "out").read_bytes() == source.read_bytes()
+    again.close()
+    assert (tmp_path / "cold").exists()  # a configured cold dir is kept at exit
+
+
+def test_embedded_mode_without_a_cold_dir_removes_its_folder_at_exit(tmp_path) -> None:
+    from service.contract.settings import Settings
+    from service.store.backend import open_backend
+
+    backend = open_backend(Settings(upload_dir=tmp_path))
+    backend.features.put(VIDEO, "fid", features())
+    folder = backend.scratch
+    assert folder is not None and any(folder.rglob("feat-*.r2ck"))
+    backend.close()
+    assert not folder.exists()

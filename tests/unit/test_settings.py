@@ -51,6 +51,11 @@ def test_cached_getter_reads_once(monkeypatch) -> None:
     dict(models=["a"], default_model="b"),
     dict(max_queue_length=0),
     dict(job_max_attempts=0),
+    dict(redis_cluster=True),  # a cluster needs the address of a node
+    dict(redis_url="redis://a:7000,b:7000"),  # several hosts are a cluster's seeds
+    dict(redis_url="redis://a:7000/3", redis_cluster=True),  # a cluster has database 0 only
+    dict(redis_url="unix:///tmp/redis.sock", redis_cluster=True),
+    dict(cold_dir="s3://bucket/prefix"),  # an object store is a ColdStore of its own
 ])
 def test_unsafe_values_are_refused(overrides) -> None:
     with pytest.raises(ValidationError):
@@ -63,3 +68,11 @@ def test_every_key_carries_the_prefix() -> None:
              keys.beats, keys.alive, keys.workers, keys.metrics, Keys.chunk(keys.blob("v"), 3)]
     assert all(name.startswith("p:") for name in names)
     assert len(set(names)) == len(names)
+
+
+def test_cluster_and_cold_tier_settings() -> None:
+    settings = Settings(redis_url="redis://a:7000,b:7001/0", redis_cluster=True, cold_dir="/srv/cold")
+    assert settings.redis_cluster and str(settings.cold_dir) == "/srv/cold"
+    from service.store.connect import split_nodes
+
+    assert split_nodes("redis://u:pw@a:7000,b:7001/0") == ("redis://u:pw@a:7000/0", [("b", 7001)])
