@@ -109,7 +109,8 @@ def storage(url: str, minutes: float, chunk_bytes: int, folder: Path) -> dict[st
                 redis_overhead=round(in_redis / len(entry.data) - 1, 4), chunk_bytes=chunk_bytes)
 
 
-_NOT_OURS = ("info", "cluster|slots", "cluster|nodes", "cluster|shards", "replconf", "ping", "command", "client|setinfo")
+_NOT_OURS = ("info", "cluster|slots", "cluster|nodes", "cluster|shards", "replconf", "ping", "command",
+             "client|setinfo")
 
 
 def _usec(clients: list[redis.Redis]) -> dict[str, tuple[float, float]]:
@@ -209,7 +210,8 @@ def warm_queries(url: str, cluster: bool, queries: int, clips: int) -> dict[str,
     for key in (keys.video(video_id),):
         client.delete(key)
     client.close()
-    out = dict(total=total, answer_clips=clips, job_record_bytes=job_record_bytes, one_client_queries_per_s=round(queries / wall, 1),
+    out = dict(total=total, answer_clips=clips, job_record_bytes=job_record_bytes,
+               one_client_queries_per_s=round(queries / wall, 1),
                heartbeat_and_catalog_read_cpu_usec=beat["cpu_usec_per_query"])
     if cluster:
         out["queue_master"] = queue
