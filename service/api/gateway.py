@@ -163,8 +163,9 @@ class Gateway:
                         code="video_not_ready", headers={"Retry-After": str(self._retry_after())})
 
     async def wait_job(self, job_id: str, deadline: float) -> JobRecord:
-        await self.backend.jobs.wait(job_id, max(0.0, deadline - time.monotonic()))
-        record = await self.backend.jobs.aget(job_id)
+        record = await self.backend.jobs.wait(job_id, max(0.0, deadline - time.monotonic()))
+        if record is None:  # not finished in time: its current state, for the 202
+            record = await call(self.backend.jobs.get, job_id)
         if record is None:
             raise Unavailable(f"job {job_id} vanished (expired); repeat the request", code="job_lost")
         return record

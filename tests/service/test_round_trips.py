@@ -1,6 +1,7 @@
 """Redis round trips of one warm query, counted: the numbers docs/architecture.md states.
 
-API: the video record, the submit script, the blocking wait on the done token, the job record (4). Worker: the
+API: the video record, the submit script, the blocking wait on the done token, which carries the finished job
+(3). Worker: the
 begin script, the finish transaction, and its next read of the queues (3). Nothing else: no polling, no feature
 read (the worker holds the video's adapter state), no TTL refresh on every query.
 """
@@ -83,7 +84,7 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundTrips]:
     yield counter
 
 
-def test_one_warm_query_costs_four_api_and_three_worker_round_trips(redis_prefix, tmp_path,  # noqa: F811
+def test_one_warm_query_costs_three_api_and_three_worker_round_trips(redis_prefix, tmp_path,  # noqa: F811
                                                                     round_trips) -> None:
     settings = Settings(redis_url=REDIS_URL, key_prefix=redis_prefix, models=["tiny"], upload_dir=tmp_path,
                         registry_file=write_registry(tmp_path), heartbeat_interval_s=5, heartbeat_ttl_s=15,
@@ -112,4 +113,4 @@ def test_one_warm_query_costs_four_api_and_three_worker_round_trips(redis_prefix
         thread.join(30)
     api_trips = statistics.median(c["api"] for c in per_query)
     worker_trips = statistics.median(c["worker"] for c in per_query)
-    assert (api_trips, worker_trips) == (4, 3), per_query
+    assert (api_trips, worker_trips) == (3, 3), per_query

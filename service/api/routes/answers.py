@@ -18,7 +18,7 @@ from service.contract.schemas import (
 )
 
 from ..deps import GatewayDep, require_api_key
-from ..responses import ACCEPTED, accepted, errors
+from ..responses import ACCEPTED, accepted, answer, errors
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["answers"])
 
@@ -31,7 +31,7 @@ async def moments(video_id: str, body: MomentsRequest, gw: GatewayDep) -> Any:
     queries = gw.check_queries(body.queries)
     out = await gw.run(video_id, name, Mode.moments, queries, wait_s=gw.settings.moments_wait_s,
                        top_k=body.top_k, nms_thres=body.nms_thres, min_score=body.min_score)
-    return accepted(out) if isinstance(out, Pending) else MomentsResponse.model_validate(out)
+    return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
 @router.post("/videos/{video_id}/highlights", response_model=HighlightsResponse,
@@ -42,7 +42,7 @@ async def highlights(video_id: str, body: HighlightsRequest, gw: GatewayDep) -> 
     query = gw.default_query(name, card, body.query)
     out = await gw.run(video_id, name, Mode.highlights, [query], wait_s=gw.settings.moments_wait_s,
                        top_k=body.top_k)
-    return accepted(out) if isinstance(out, Pending) else HighlightsResponse.model_validate(out)
+    return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
 @router.post("/videos/{video_id}/summary", response_model=SummaryResponse,
@@ -53,4 +53,4 @@ async def summary(video_id: str, body: SummaryRequest, gw: GatewayDep) -> Any:
     query = gw.default_query(name, card, body.query)
     out = await gw.run(video_id, name, Mode.summary, [query], wait_s=gw.settings.moments_wait_s,
                        budget=body.budget)
-    return accepted(out) if isinstance(out, Pending) else SummaryResponse.model_validate(out)
+    return accepted(out) if isinstance(out, Pending) else answer(out)

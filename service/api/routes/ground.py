@@ -11,7 +11,7 @@ from service.contract.schemas import Mode, MomentsResponse, Pending
 
 from ..deps import GatewayDep, require_api_key
 from ..gateway import call
-from ..responses import ACCEPTED, accepted, errors
+from ..responses import ACCEPTED, accepted, answer, errors
 from ..uploads import receive_upload
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["answers"])
@@ -45,7 +45,7 @@ async def ground(request: Request, gw: GatewayDep) -> Any:
         upload.discard()
     out = await gw.run(record.video_id, name, Mode.moments, queries, wait_s=gw.settings.ground_wait_s,
                        video_must_be_ready=False, **params)
-    return accepted(out) if isinstance(out, Pending) else MomentsResponse.model_validate(out)
+    return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
 def _form_number(raw: str | None, name: str, kind: type, default: Any, low: float, high: float) -> Any:
