@@ -182,30 +182,48 @@ class Gateway:
             return record
         if record.status == Status.failed:
             raise job_error(record)
-        raise Conflict(f"video {video_id} is {record.status.value} ({record.progress:.0%} encoded); "
-                       f"retry in a few seconds or poll GET /v1/videos/{video_id} until it is ready",
-                       code="video_not_ready", headers={"Retry-After": str(self._retry_after())})
+        raise self.not_ready(record)
+
+    def not_ready(self, record: VideoRecord) -> Conflict:
+        return Conflict(f"video {record.video_id} is {record.status.value} ({record.progress:.0%} encoded); "
+                        f"retry in a few seconds or poll GET /v1/videos/{record.video_id} until it is ready",
+                        code="video_not_ready", headers={"Retry-After": str(self._retry_after())})
 
     async def wait_job(self, job_id: str, deadline: float) -> JobRecord:
         await self.backend.jobs.wait(job_id, max(0.0, deadline - time.monotonic()))
-        record = await call(self.backend.jobs.get, job_id)
+        record = await self.backend.jobs.aget(job_id)
         if record is None:
             raise Unavailable(f"job {job_id} vanished (expired); repeat the request", code="job_lost")
         return record
 
+    def submit_when_ready(self, video_id: str, model: str, mode: Mode, queries: list[str],
+                          **params: Any) -> VideoRecord | JobRecord:
+        """The request's job if the video is ready (one trip to the thread pool on the warm path), else the
+        video's record so the caller can wait for its encoding. A request naming no frame pipeline gets the one
+        its video was uploaded with (for the upload's model)."""
+        record = self.video(video_id)
+        if record.status != Status.ready:
+            return record
+        if params.get("preprocess") is None and record.model == model:
+            params["preprocess"] = record.preprocess  # the upload's pipeline: no second encoding
+        self.catalog.require_available(model)
+        return self.submit(video_id, model, mode, queries, **params)
+
     async def run(self, video_id: str, model: str, mode: Mode, queries: list[str], *, wait_s: float,
                   video_must_be_ready: bool = True, **params: Any) -> dict[str, Any] | Pending:
-        """Submit (or join) the job for a request and wait for its answer up to ``wait_s`` in total.
-
-        A request naming no frame pipeline uses the one its video was uploaded with (for the upload's model).
-        """
+        """Submit (or join) the job for a request and wait for its answer up to ``wait_s`` in total."""
         deadline = time.monotonic() + wait_s
         if video_must_be_ready:
-            video = await self.wait_video(video_id, deadline)
-            if params.get("preprocess") is None and video.model == model:
-                params["preprocess"] = video.preprocess  # the upload's pipeline: no second encoding
-        await call(self.catalog.require_available, model)
-        record = await call(self.submit, video_id, model, mode, queries, **params)
+            found = await call(self.submit_when_ready, video_id, model, mode, queries, **params)
+            if isinstance(found, VideoRecord):  # still encoding: wait for it (409 at the deadline), then submit
+                await self.wait_video(video_id, deadline)
+                found = await call(self.submit_when_ready, video_id, model, mode, queries, **params)
+            if isinstance(found, VideoRecord):  # deleted and uploaded again meanwhile
+                raise self.not_ready(found)
+            record = found
+        else:
+            await call(self.catalog.require_available, model)
+            record = await call(self.submit, video_id, model, mode, queries, **params)
         if not record.status.finished:
             record = await self.wait_job(record.job_id, deadline)
         if record.status == Status.ready:

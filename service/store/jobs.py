@@ -85,6 +85,10 @@ class JobStore(ABC):
     async def wait(self, job_id: str, timeout_s: float) -> bool:
         """Block (without polling) until the job finished or ``timeout_s`` passed; True when it finished."""
 
+    @abstractmethod
+    async def aget(self, job_id: str) -> JobRecord | None:
+        """:meth:`get` from the event loop, without a thread."""
+
     async def aclose(self) -> None:  # noqa: B027 - most stores open nothing in the event loop
         """Close what :meth:`wait` opened in the event loop (the API calls it on shutdown)."""
 

@@ -392,6 +392,9 @@ class MemoryJobStore(JobStore):
                 if not waiting:
                     self._waiters.pop(job_id, None)
 
+    async def aget(self, job_id: str) -> JobRecord | None:
+        return self.get(job_id)  # an in-process dict: no blocking I/O
+
     def length(self) -> int:
         with self._cond:
             return len(self._waiting) + len(self._claims)

@@ -183,6 +183,10 @@ class RedisJobStore(JobStore):
             if deadline - time.monotonic() <= 0:
                 return False
 
+    async def aget(self, job_id: str) -> JobRecord | None:
+        raw = await self._async_client().hgetall(self.keys.job(job_id))
+        return JobRecord.model_validate(decode_fields(raw)) if raw else None
+
     async def aclose(self) -> None:
         if self._async is not None:
             await self._async.aclose()
