@@ -27,10 +27,11 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=[
              responses={**ACCEPTED, **errors(401, 404, 409, 422, 429, 503)})
 async def moments(video_id: str, body: MomentsRequest, gw: GatewayDep) -> Any:
     """Moments and saliency for each query; 409 while the video is encoding, 202 if the answer takes longer."""
-    name, _ = gw.model(body.model, needs_moments=True)
+    name, card = gw.model(body.model, needs_moments=True)
     queries = gw.check_queries(body.queries)
+    preprocess = gw.check_preprocess(name, card, body.preprocess)
     out = await gw.run(video_id, name, Mode.moments, queries, wait_s=gw.settings.moments_wait_s,
-                       top_k=body.top_k, nms_thres=body.nms_thres, min_score=body.min_score)
+                       top_k=body.top_k, nms_thres=body.nms_thres, min_score=body.min_score, preprocess=preprocess)
     return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
@@ -41,7 +42,7 @@ async def highlights(video_id: str, body: HighlightsRequest, gw: GatewayDep) -> 
     name, card = gw.model(body.model)
     query = gw.default_query(name, card, body.query)
     out = await gw.run(video_id, name, Mode.highlights, [query], wait_s=gw.settings.moments_wait_s,
-                       top_k=body.top_k)
+                       top_k=body.top_k, preprocess=gw.check_preprocess(name, card, body.preprocess))
     return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
@@ -52,5 +53,5 @@ async def summary(video_id: str, body: SummaryRequest, gw: GatewayDep) -> Any:
     name, card = gw.model(body.model)
     query = gw.default_query(name, card, body.query)
     out = await gw.run(video_id, name, Mode.summary, [query], wait_s=gw.settings.moments_wait_s,
-                       budget=body.budget)
+                       budget=body.budget, preprocess=gw.check_preprocess(name, card, body.preprocess))
     return accepted(out) if isinstance(out, Pending) else answer(out)
