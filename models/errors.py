@@ -7,8 +7,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """Errors caused by input or environment (bad file, missing weights), not by a bug."""
     from .checkpoint import CheckpointError
     from .clip import ClipLoadError
+    from .datasets import AnnotationError
+    from .engine import UnknownPreprocessError
+    from .eval_runner import EvaluationError
     from .video import VideoError
     from .zoo import ChecksumError, UnknownModelError, WeightsUnavailableError
 
     return (CheckpointError, ClipLoadError, VideoError, ChecksumError, UnknownModelError, WeightsUnavailableError,
-            FileNotFoundError)
+            FileNotFoundError, AnnotationError, UnknownPreprocessError, EvaluationError)

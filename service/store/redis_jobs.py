@@ -94,14 +94,15 @@ return out
 
 # KEYS: metrics hash, then per outcome: job record, done list, queue.
 # ARGV: result ttl, consumer group, number of outcomes N, then per outcome: entry id, has a job (0/1), the fields
-# of the answer (JSON list), the fields that rebuild a missing record (JSON list, '' when it must not be rebuilt);
-# then metric name/amount pairs. Stores each answer (never resurrecting an expired record, only rebuilding an
-# evicted one), signals its waiters, acknowledges and deletes the entry, and adds to the metrics: one step.
+# of the answer (JSON list), the fields that rebuild a missing record (JSON list, '' when it must not be rebuilt),
+# the done token (the finished job as JSON); then metric name/amount pairs. Stores each answer (never
+# resurrecting an expired record, only rebuilding an evicted one), leaves the token for its waiters,
+# acknowledges and deletes the entry, and adds to the metrics: one step.
 _FINISH = """
 local n = tonumber(ARGV[3])
 for i = 1, n do
   local record, done, queue = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-  local a = 4 * i
+  local a = 5 * i - 1
   if ARGV[a + 1] == '1' then
     if redis.call('EXISTS', record) == 1 then
       redis.call('HSET', record, unpack(cjson.decode(ARGV[a + 2])))
@@ -110,13 +111,13 @@ for i = 1, n do
       redis.call('HSET', record, unpack(cjson.decode(ARGV[a + 2])))
       redis.call('EXPIRE', record, ARGV[1])
     end
-    redis.call('RPUSH', done, '1')
+    redis.call('RPUSH', done, ARGV[a + 4])
     redis.call('EXPIRE', done, ARGV[1])
   end
   redis.call('XACK', queue, ARGV[2], ARGV[a])
   redis.call('XDEL', queue, ARGV[a])
 end
-for j = 4 + 4 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV[j + 1]) end
+for j = 4 + 5 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV[j + 1]) end
 return n
 """
 
@@ -239,21 +240,22 @@ class RedisJobStore(JobStore):
                                              cluster=self._cluster)
         return self._async
 
-    async def wait(self, job_id: str, timeout_s: float) -> bool:
+    async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         client, key = self._async_client(), self.keys.done(job_id)
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
-            # A rotation (LEFT -> RIGHT of the same list) leaves the token for every other waiter.
+            # A rotation (LEFT -> RIGHT of the same list) leaves the token for every other waiter. The token is the
+            # finished job itself, so no second round trip reads the record.
             try:
                 token = await client.blmove(key, key, max(0.01, min(_WAIT_SLICE_S, left)),  # type: ignore[arg-type]
                                             "LEFT", "RIGHT")  # Redis takes fractional seconds; the stubs say int
             except RedisClusterException as err:  # the cluster client could not even find the cluster
                 raise redis.ConnectionError(f"the Redis Cluster cannot be reached: {err}") from err
             if token is not None:
-                return True
+                return JobRecord.model_validate_json(token)
             if deadline - time.monotonic() <= 0:
-                return False
+                return None
 
     async def aclose(self) -> None:
         if self._async is not None:
@@ -334,11 +336,14 @@ class RedisJobStore(JobStore):
                               error_status=o.error_status)
             else:
                 fields.update(status=Status.ready, result=o.result)
-            base = ""
-            if d.job is not None and self._young(d.job):  # every field, should the record have to be rebuilt
-                base = _fields_json(JobRecord(job_id=d.job.job_id, kind=d.job.kind, video_id=d.job.video_id,
-                                              model=d.job.model, created_at=d.job.created_at).model_dump(mode="json"))
-            args += [d.entry_id, "1" if d.job is not None else "0", _fields_json(fields), base]
+            base, token = "", ""
+            if d.job is not None:
+                record = JobRecord(job_id=d.job.job_id, kind=d.job.kind, video_id=d.job.video_id, model=d.job.model,
+                                   created_at=d.job.created_at)
+                if self._young(d.job):  # every field, should the record have to be rebuilt
+                    base = _fields_json(record.model_dump(mode="json"))
+                token = record.model_copy(update=fields).model_dump_json()  # the waiters' answer
+            args += [d.entry_id, "1" if d.job is not None else "0", _fields_json(fields), base, token]
         for name, amount in (metrics or {}).items():
             args += [name, amount]
         self._finish(keys=keys, args=args)
