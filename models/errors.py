@@ -7,8 +7,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """Errors caused by input or environment (bad file, missing weights), not by a bug."""
     from .checkpoint import CheckpointError
     from .clip import ClipLoadError
+    from .datasets import AnnotationError
+    from .training.checkpoints import TrainingCheckpointError
+    from .training.labels import TrainingLabelError
     from .video import VideoError
-    from .zoo import ChecksumError, UnknownModelError, WeightsUnavailableError
+    from .zoo import ChecksumError, RegistryError, UnknownModelError, WeightsUnavailableError
 
     return (CheckpointError, ClipLoadError, VideoError, ChecksumError, UnknownModelError, WeightsUnavailableError,
-            FileNotFoundError)
+            FileNotFoundError, AnnotationError, TrainingLabelError, TrainingCheckpointError, RegistryError)
