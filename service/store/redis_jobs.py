@@ -74,6 +74,14 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
+# KEYS: job record. ARGV: ttl, fields... Like _UPDATE, and restarts the record's TTL (a long job's progress).
+_PROGRESS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
 # KEYS: shared queue, own-queue set, worker index. ARGV: orphaned worker id, queue-slot prefix.
 # Moves every entry of the orphan's own queue (waiting or in its hands) to the shared queue, then forgets it.
 _ADOPT = """
@@ -110,6 +118,7 @@ class RedisJobStore(JobStore):
         self._begin = client.register_script(_BEGIN)
         self._update = client.register_script(_UPDATE)
         self._adopt = client.register_script(_ADOPT)
+        self._progress = client.register_script(_PROGRESS)
         self._groups: set[str] = set()
 
     @property
@@ -255,6 +264,10 @@ class RedisJobStore(JobStore):
         for name, amount in (metrics or {}).items():
             pipe.hincrbyfloat(self.keys.metrics, name, amount)
         pipe.execute()
+
+    def update(self, job_id: str, ttl_s: int, **fields: Any) -> bool:
+        flat = [item for pair in encode_fields({**fields, "updated_at": time.time()}).items() for item in pair]
+        return bool(self._progress(keys=[self.keys.job(job_id)], args=[int(ttl_s), *flat]))
 
     def release(self, deliveries: list[Delivery]) -> None:
         # Re-added as new entries of the shared queue and the taken ones removed, in one transaction: the job is
