@@ -10,7 +10,9 @@ and R2 architectures with random weights:
 4. reduced precision (bf16 on the CPU, fp16 on CUDA): speed and effect on the outputs;
 5. memory: Redis bytes per video-minute, peak RSS of a fresh process encoding the 10 min video
    (and of the naive pipeline on it), GPU peak allocation on CUDA;
-6. the service under load: API + worker + Redis on loopback, N concurrent clients.
+6. the service under load: API + worker + Redis on loopback, N concurrent clients;
+7. training: official training steps per epoch per hour of video, and the R1@0.5 gain on generated marked
+   moments (bench/training.py).
 
 Prints a table and one JSON document (also written to ``--out``). ``--quick``: small videos, few runs (a CI
 smoke test; its numbers are not meaningful).
@@ -37,7 +39,7 @@ from typing import Any
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 DEFAULT_REDIS = os.environ.get("R2_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-SECTIONS = ("cold", "naive", "warm", "precision", "memory", "service")
+SECTIONS = ("cold", "naive", "warm", "precision", "memory", "service", "training")
 SCHEMA_VERSION = 1
 
 
@@ -593,6 +595,13 @@ class Bench:
             folder=self.tmp, clients=self.plan.clients, requests_per_client=self.plan.requests_per_client,
             sequential=self.plan.sequential_requests, queries=self.queries, device=self.device, log=self.log))
 
+    # -------------------------------------------------------------------------------------------- 7. training
+
+    def training(self, out: dict[str, Any]) -> None:
+        from bench import training
+
+        out.update(training.run(self.device, self.plan.quick, self.log))
+
     # -------------------------------------------------------------------------------------------- all
 
     def run(self) -> dict[str, Any]:
@@ -729,6 +738,9 @@ def targets(report: dict) -> list[dict[str, Any]]:
     v = _get(report, "service", "overhead", "p50_ms")
     add("API overhead p50 (HTTP + Redis hand-off)", "< 10 ms", v, v is not None and v < 10, "ms",
         "sequential requests: HTTP latency - worker time")
+    from bench import training
+
+    rows.extend(training.targets(report))
     return rows
 
 

@@ -21,6 +21,14 @@ def _feature_file(folder: Path, name: object) -> Path:
     return path
 
 
+def _video_file(folder: Path, vid: object) -> Path:
+    for suffix in (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg"):
+        path = folder / f"{vid}{suffix}"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"video {vid} not found in {folder} (looked for {vid}.mp4, .mkv, .webm, ...)")
+
+
 def _video_features(grounder: Grounder, path: Path) -> torch.Tensor:
     """Official feature file (T, K*P*C) float16 -> (K, T, P, C)."""
     rows = torch.from_numpy(np.load(path))
@@ -46,7 +54,7 @@ def predict_dataset(grounder: Grounder, annotations: list[dict], *, videos: Path
             features = _video_features(grounder, _feature_file(video_features, vid))
         else:
             assert videos is not None
-            _, features = grounder.encode_file(_feature_file(videos, vid).with_suffix(".mp4"))
+            _, features = grounder.encode_file(_video_file(videos, vid))
         queries = [_query_features(grounder, _feature_file(query_features, a["qid"])) if query_features
                    else a["query"] for a in annos]
         # Evaluation keeps every row: the metrics truncate by list position themselves.

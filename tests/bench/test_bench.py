@@ -39,7 +39,7 @@ def test_quick_run_reports_every_section(quick_run) -> None:
     assert report["quick"] is True
     assert report["errors"] == []
     for section in ("machine", "videos", "model", "cold", "naive", "warm", "precision", "memory", "service",
-                    "ratios", "targets"):
+                    "training", "ratios", "targets"):
         assert section in report, section
         assert "error" not in report[section] if isinstance(report[section], dict) else True, report[section]
     machine = report["machine"]
@@ -91,10 +91,18 @@ def test_precision_memory_and_service(quick_run) -> None:
     assert svc["sequential"]["errors"] == 0 and svc["overhead"]["p50_ms"] is not None
 
 
+def test_training_section(quick_run) -> None:
+    tp = quick_run[0]["training"]["throughput"]
+    assert tp["seconds_per_iteration"] > 0 and tp["seconds_per_epoch_per_video_hour"] > 0
+    assert "skipped" in quick_run[0]["training"]["gain"]
+
+
 def test_targets_table_and_stdout(quick_run) -> None:
     report, stdout = quick_run
     names = [t["name"] for t in report["targets"]]
-    assert len(names) == 11
+    assert len(names) == 13
+    ids = {t.get("id") for t in report["targets"]}
+    assert {"train_seconds_per_epoch_per_video_hour_cpu", "train_r1_gain_marked"} <= ids
     for t in report["targets"]:
         assert t["met"] in (True, False, None)
     assert "Targets" in stdout and "Cold path" in stdout

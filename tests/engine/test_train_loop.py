@@ -19,10 +19,10 @@ from models.r2 import R2Config
 from models.training import collate
 from models.training.checkpoints import SAL_SCALE_KEY, load_training
 from models.training.data import FolderFeatures, build_examples, make_highlight_sample
+from models.training.forward import forward_train
 from models.training.init import fresh_model
 from models.training.losses import bce_loss
 from models.training.objective import LossConfig, compute_losses
-from models.training.forward import forward_train
 from models.training.presets import get_preset
 from models.training.trainer import TrainConfig, Trainer
 
