@@ -91,19 +91,20 @@ def _wait(check: Callable[[], Any], timeout_s: float, what: str, procs: list[_Pr
 
 @contextlib.contextmanager
 def service_processes(registry: Path, redis_url: str, prefix: str, folder: Path, device: str,
-                      model: str = "bench") -> Iterator[tuple[str, list[_Proc]]]:
+                      model: str = "bench", workers: int = 1) -> Iterator[tuple[str, list[_Proc]]]:
     port = _free_port()
     env = {"REDIS_URL": redis_url, "R2_KEY_PREFIX": prefix, "R2_MODELS": model, "R2_REGISTRY_FILE": str(registry),
            "R2_DOWNLOAD_WEIGHTS": "false", "R2_DEVICE": device, "R2_MOMENTS_WAIT_S": str(REQUEST_TIMEOUT_S / 2),
            "R2_UPLOAD_DIR": str(folder), "R2_LOG_LEVEL": "warning", "PYTHONUNBUFFERED": "1"}
-    worker = _Proc(["-m", "bench.probe_worker"], {**env, "R2_WORKER_ID": "bench-worker"}, folder / "worker.log")
+    procs = [_Proc(["-m", "bench.probe_worker"], {**env, "R2_WORKER_ID": f"bench-worker-{i}"},
+                   folder / f"worker-{i}.log") for i in range(workers)]
     api = _Proc(["-m", "r2tuning", "serve", "--host", "127.0.0.1", "--port", str(port)], env, folder / "api.log")
-    procs = [api, worker]
+    procs.insert(0, api)
     try:
         base = f"http://127.0.0.1:{port}"
         _wait(lambda: httpx.get(f"{base}/healthz", timeout=2).status_code == 200, START_TIMEOUT_S, "the API", procs)
-        _wait(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, START_TIMEOUT_S,
-              "a ready worker", procs)
+        _wait(lambda: (r := httpx.get(f"{base}/readyz", timeout=5)).status_code == 200
+              and r.json()["workers"] == workers, START_TIMEOUT_S, f"{workers} ready worker(s)", procs)
         yield base, procs
     finally:
         codes = {p.log_path.name: p.stop() for p in procs}

@@ -11,14 +11,15 @@ from torch import Tensor
 from models.engine import Grounder
 from models.video import VideoInfo
 from service.contract.keys import Keys
+from service.contract.settings import Settings
 from service.store.features import CachedFeatures, FeatureCache
 from service.store.redis_chunks import RedisChunkStore
 
-CHUNK_BYTES = 8 << 20  # the service's default Settings.chunk_bytes
+CHUNK_BYTES: int = Settings.model_fields["chunk_bytes"].default  # the service's default
 # Redis (jemalloc) rounds an 8 MiB value plus its ~10-byte header up to the 10 MiB size class (+25%); a chunk a
 # little under a size class is stored without that overhead, and small chunks bound the rounding of the last,
 # partial chunk. Measured next to the default.
-ALT_CHUNK_BYTES = ((8 << 20) - 64, (256 << 10) - 64)
+ALT_CHUNK_BYTES = (8 << 20, (8 << 20) - 64)
 TTL_S = 3600
 
 

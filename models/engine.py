@@ -10,6 +10,8 @@ adapter run per query.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import threading
@@ -31,8 +33,17 @@ from .video import EmptyVideoError, FrameSpec, VideoInfo, decode_in_subprocess
 from .zoo import ModelSpec, ensure_weights
 
 # Per pipeline (FrameSpec.preprocess): bump when its frame sampling / resizing / normalisation changes; it
-# invalidates that pipeline's cached features.
+# invalidates that pipeline's cached features. The keys are the pipelines a caller may pick.
 PREPROCESS_VERSIONS: dict[str, int] = {"script": 1, "extract": 1}
+
+
+class UnknownPreprocessError(ValueError):
+    """A frame pipeline name that does not exist; the message lists the ones that do."""
+
+    def __init__(self, name: object) -> None:
+        super().__init__(f"unknown frame pipeline {str(name)[:40]!r}; choose one of: "
+                         + ", ".join(PREPROCESS_VERSIONS))
+        self.name = name
 
 Precision = Literal["fp32", "bf16", "fp16"]
 _DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -125,6 +136,25 @@ class Grounder:
         ckpt, clip_weights = ensure_weights(spec, download=download)
         return cls(shared_clip(clip_weights, device), load_r2_checkpoint(ckpt, device=device), spec,
                    precision=precision, **kwargs)  # type: ignore[arg-type]
+
+    def variant(self, *, preprocess: str | None = None, fps: float | None = None) -> Grounder:
+        """The same checkpoint with frames made by another pipeline and/or sampled at another rate.
+
+        The variant shares the weights, the in-memory caches and the stats with this grounder; only
+        ``frame_spec``, ``spec.preprocess`` / ``spec.fps`` and therefore ``feature_id`` differ, so features made
+        one way are never taken for the other. ``None`` keeps this grounder's value; the same values give
+        ``self``. An unknown pipeline raises :class:`UnknownPreprocessError`, a bad rate ``ValueError``.
+        """
+        preprocess = self.spec.preprocess if preprocess is None else preprocess
+        fps = self.spec.fps if fps is None else fps
+        if preprocess not in PREPROCESS_VERSIONS:
+            raise UnknownPreprocessError(preprocess)
+        if preprocess == self.spec.preprocess and fps == self.spec.fps:
+            return self
+        other = copy.copy(self)  # shallow: clip, model, LRUs and stats are shared
+        other.spec = dataclasses.replace(self.spec, preprocess=preprocess, fps=fps)  # type: ignore[arg-type]
+        other.frame_spec = FrameSpec(fps=fps, size=self.frame_spec.size, preprocess=preprocess)  # type: ignore[arg-type]
+        return other
 
     @property
     def k(self) -> int:

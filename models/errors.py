@@ -8,10 +8,13 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from .checkpoint import CheckpointError
     from .clip import ClipLoadError
     from .datasets import AnnotationError
+    from .engine import UnknownPreprocessError
+    from .eval_runner import EvaluationError
     from .training.checkpoints import TrainingCheckpointError
     from .training.labels import TrainingLabelError
     from .video import VideoError
     from .zoo import ChecksumError, RegistryError, UnknownModelError, WeightsUnavailableError
 
     return (CheckpointError, ClipLoadError, VideoError, ChecksumError, UnknownModelError, WeightsUnavailableError,
-            FileNotFoundError, AnnotationError, TrainingLabelError, TrainingCheckpointError, RegistryError)
+            FileNotFoundError, AnnotationError, UnknownPreprocessError, EvaluationError, TrainingLabelError,
+            TrainingCheckpointError, RegistryError)

@@ -26,6 +26,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nms", choices=["normal", "linear"], help="--checkpoint: NMS type (default normal)")
     p.add_argument("--nms-thres", type=float, help="--checkpoint: normal NMS IoU threshold (default 0.7)")
     p.add_argument("--highlight-only", action="store_true", help="--checkpoint has no moment head")
+    p.add_argument("--preprocess", metavar="PIPELINE",
+                   help="frame pipeline: extract (the official feature extraction the checkpoints were trained "
+                        "on) or script (the official single-video script); default: the model's")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
 
@@ -51,7 +54,14 @@ def model_spec(args: argparse.Namespace) -> Any:
 def grounder(args: argparse.Namespace) -> Any:
     from models.engine import Grounder
 
-    return Grounder.from_spec(model_spec(args), device=args.device, precision=args.precision)
+    spec = model_spec(args)
+    if args.preprocess is not None:  # checked before any weights are fetched
+        from models.engine import PREPROCESS_VERSIONS, UnknownPreprocessError
+
+        if args.preprocess not in PREPROCESS_VERSIONS:
+            raise UnknownPreprocessError(args.preprocess)
+    g = Grounder.from_spec(spec, device=args.device, precision=args.precision)
+    return g.variant(preprocess=args.preprocess)
 
 
 def progress_bar(enabled: bool) -> Any:
@@ -73,10 +83,13 @@ def cmd_ground(args: argparse.Namespace) -> int:
     results = g.ground(features, args.query, duration=info.duration, top_k=args.top_k, query_path=args.query_path)
     payload = [dict(query=r.query, moments=[dict(start=s, end=e, score=c) for s, e, c in r.moments],
                     saliency=r.saliency, clip_seconds=r.clip_seconds, duration=r.duration) for r in results]
+    for item in payload:
+        item["preprocess"] = g.spec.preprocess
     if args.json:
         print(json.dumps(payload if len(payload) > 1 else payload[0], indent=2))
         return 0
-    print(f"{args.video}: {info.duration:.1f} s, {features.shape[1]} clips of {results[0].clip_seconds:g} s")
+    print(f"{args.video}: {info.duration:.1f} s, {features.shape[1]} clips of {results[0].clip_seconds:g} s "
+          f"({g.spec.preprocess} frames)")
     for r in results:
         print(f"\nquery: {r.query}")
         if r.moments:
@@ -131,12 +144,22 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    """The official metrics table on stdout; notes and per-video failures on stderr (exit 1 if any failed)."""
     from models.eval_runner import evaluate_annotations
 
-    print(evaluate_annotations(grounder(args), args.annotations, videos=args.videos,
-                               video_features=args.video_features, query_features=args.query_features,
-                               out=args.out, progress=sys.stderr.isatty()))
-    return 0
+    report = evaluate_annotations(
+        grounder(args), args.annotations, videos=args.videos, video_features=args.video_features,
+        query_features=args.query_features, out=args.out, progress=sys.stderr.isatty(), format=args.format,
+        splits=args.splits, split=args.split, domain=args.domain, per_video_fps=not args.model_fps,
+        timeout_s=args.timeout)
+    print(report.table)
+    for note in report.notes:
+        print(f"r2tuning: note: {note}", file=sys.stderr)
+    for failure in report.failures:
+        print(f"r2tuning: video {failure.vid} left out: {failure.reason}", file=sys.stderr)
+    print(f"r2tuning: evaluated {report.evaluated} of {report.total} videos"
+          + (f"; {len(report.failures)} failed (listed above)" if report.failures else ""), file=sys.stderr)
+    return 1 if report.failures else 0
 
 
 def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -164,12 +187,24 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="JSON file of your own models (default $R2_REGISTRY_FILE)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on an annotation file")
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a benchmark's annotation file (official metrics)")
     add_model_arguments(p)
-    p.add_argument("annotations", help="jsonl annotations (QVHighlights / Charades-STA format)")
+    p.add_argument("annotations", help="annotation file in its official format: QVHighlights / Charades-STA / "
+                                       "Ego4D-NLQ / TACoS jsonl, youtube_anno.json, tvsum_anno.json")
+    p.add_argument("--format", default="auto",
+                   help="auto (default: from the content), qvhighlights, charades, ego4d, tacos, youtube, tvsum")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--videos", help="folder of {vid}.mp4 files")
-    src.add_argument("--video-features", help="folder of pre-extracted {vid}.npy features")
-    p.add_argument("--query-features", help="folder of pre-extracted {qid}.npy query features")
-    p.add_argument("--out", help="also write the submission jsonl here")
+    src.add_argument("--videos", help="folder of <vid>.mp4 / .mkv / .webm / .avi / ... video files")
+    src.add_argument("--video-features", help="folder of pre-extracted <vid>.npy video features")
+    p.add_argument("--query-features",
+                   help="folder of pre-extracted query features: <qid>.npy (grounding) or <vid>.npy (YouTube "
+                        "Highlights, TVSum); default: encode the annotation's query texts")
+    p.add_argument("--splits", help="YouTube Highlights / TVSum: the official datasets/constants.py or a JSON "
+                                    "{domain: {split: [vids]}} file; evaluates one domain's split only")
+    p.add_argument("--split", default="val", help="split to evaluate with --splits (default val, as the official)")
+    p.add_argument("--domain", help="domain to take from --splits (default: the model's)")
+    p.add_argument("--model-fps", action="store_true",
+                   help="YouTube Highlights from videos: sample at the model's fps, not each video's annotated rate")
+    p.add_argument("--timeout", type=float, default=600.0, help="decode time limit per video in seconds")
+    p.add_argument("--out", help="also write the predictions (jsonl: the submission, or per-video saliency) here")
     p.set_defaults(func=cmd_eval)

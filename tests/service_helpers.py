@@ -76,13 +76,15 @@ def write_registry(folder: Path, name: str = "tiny", **extra: Any) -> Path:
     return path
 
 
-def direct_answers(registry: Path, name: str, video: Path, queries: list[str], top_k: int = 10) -> list:
-    """What the engine itself answers (the reference for the service's answers)."""
+def direct_answers(registry: Path, name: str, video: Path, queries: list[str], top_k: int = 10,
+                   preprocess: str | None = None) -> list:
+    """What the engine itself answers (the reference for the service's answers), with frames made by
+    ``preprocess`` (default: the model's pipeline)."""
     from models import zoo
     from models.engine import Grounder
 
     zoo.load_registry_file(registry, overwrite=True)
-    grounder = Grounder.from_spec(zoo.get_model(name))
+    grounder = Grounder.from_spec(zoo.get_model(name)).variant(preprocess=preprocess)
     info, features = grounder.encode_file(video, timeout_s=120)
     return grounder.ground(features, queries, duration=info.duration, top_k=top_k)
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..datasets import AnnotationError, AnnotationSet, HighlightVideo, MomentQuery
+from ..datasets import AnnotationError, AnnotationSet, LabelledVideo, MomentQuery
 from .batch import GroundingSample, make_sample
 from .labels import LabelConfig, TrainingLabelError, is_trainable
 
@@ -200,7 +200,7 @@ class Example:
     vid: str
     query: str
     moment: dict | None = None  # official jsonl label (moments), duration filled in
-    highlight: HighlightVideo | None = None  # labels on the features' clips (highlights)
+    highlight: LabelledVideo | None = None  # labels on the features' clips (highlights)
     num_clips: int = 0
     duration: float = 0.0
 
@@ -244,7 +244,7 @@ def build_examples(annotations: AnnotationSet, source: FeatureSource, label_cfg:
     return out
 
 
-def make_highlight_sample(video: Tensor, query: Tensor, item: HighlightVideo, rng: random.Random,
+def make_highlight_sample(video: Tensor, query: Tensor, item: LabelledVideo, rng: random.Random,
                           fps: float) -> GroundingSample:
     """Targets of one highlight video, as the official YouTubeHighlights / TVSum ``__getitem__``: the per-clip
     saliency and one positive clip drawn with ``rng.sample``; the video is cut to the labelled clips."""

@@ -21,7 +21,8 @@ import torch
 
 from .. import zoo
 from ..checkpoint import load_r2_checkpoint
-from ..datasets import AnnotationError, AnnotationSet, read_annotations, read_splits, select
+from ..datasets import AnnotationError, AnnotationSet, read_split_file, select
+from ..datasets import read_annotation_set as read_annotations
 from ..postprocess import NmsConfig
 from ..r2 import R2Config, R2Tuning
 from .data import EncodedFeatures, FeatureSource, FolderFeatures, build_examples
@@ -81,7 +82,7 @@ def _split(job: TrainJob, annotations: AnnotationSet) -> tuple[AnnotationSet, An
     if job.val_annotations:
         return annotations, read_annotations(job.val_annotations, job.format)
     if job.splits:
-        splits = read_splits(job.splits, job.domain)
+        splits = read_split_file(job.splits, job.domain)
         train = select(annotations, splits["train"])
         return train, select(annotations, splits["val"]) if splits["val"] else None
     return annotations, None

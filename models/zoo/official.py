@@ -13,7 +13,8 @@ _MR: Outputs = "moments+saliency"
 _HL: Outputs = "saliency"
 _YOUTUBE_FPS_NOTE = (
     "official features use a per-video rate (frames_224_auto: one frame per annotated clip, i.e. number of clips "
-    "/ duration); 0.5 fps is this service's sampling default"
+    "/ duration); `r2tuning eval` samples each annotated video at that rate, and 0.5 fps is the default where no "
+    "annotation gives it (uploads, `r2tuning ground`)"
 )
 
 # Moment retrieval: name, dataset, file stem, sha256 prefix, fps, unit, nms type.

@@ -64,7 +64,8 @@ class Catalog:
             out.append(ModelInfo(name=name, **{k: described.get(k) for k in ("dataset", "domain", "clip", "fps",
                                                                               "outputs")},
                                  default=name == self.settings.model_name, loaded=any(v.loaded for v in views),
-                                 missing_files=missing))
+                                 missing_files=missing, preprocess=card.preprocess if card else None,
+                                 preprocess_options=list(card.preprocess_options) if card else []))
         return out
 
     def require_available(self, name: str) -> None:

@@ -12,7 +12,8 @@ from service.contract.errors import Unauthorized
 from .gateway import Gateway
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
+    # async: FastAPI would run a plain function in the thread pool, a hop on every request
     gateway: Gateway = request.app.state.gateway
     return gateway
 

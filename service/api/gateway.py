@@ -26,6 +26,7 @@ from service.contract.errors import (
     Unavailable,
 )
 from service.contract.schemas import (
+    PREPROCESS_PATTERN,
     Job,
     JobKind,
     JobRecord,
@@ -76,6 +77,19 @@ class Gateway:
                                  code="no_moments")
         return name, card
 
+    def check_preprocess(self, name: str, card: ModelCard | None, preprocess: str | None) -> str | None:
+        """The frame pipeline a request names (None: the model's default). The workers say which pipelines
+        exist (their model cards); before any has reported, the worker that takes the job checks the name."""
+        if preprocess is None or preprocess == "":
+            return None
+        if not re.fullmatch(PREPROCESS_PATTERN, preprocess):
+            raise InvalidRequest(f"preprocess {preprocess[:40]!r} is not a pipeline name (lowercase letters, "
+                                 "digits, '-' or '_')", code="unknown_preprocess")
+        if card is not None and card.preprocess_options and preprocess not in card.preprocess_options:
+            raise InvalidRequest(f"model {name!r} has no frame pipeline {preprocess!r}; choose one of: "
+                                 f"{', '.join(card.preprocess_options)}", code="unknown_preprocess")
+        return preprocess
+
     def check_queries(self, queries: list[str]) -> list[str]:
         s = self.settings
         if not queries:
@@ -111,10 +125,12 @@ class Gateway:
                            f"{self.settings.video_ttl_s} s unused)", code="unknown_video")
         return record
 
-    def store_upload(self, upload: Upload, model: str, *, encode: bool) -> tuple[VideoRecord, bool]:
+    def store_upload(self, upload: Upload, model: str, *, encode: bool,
+                     preprocess: str | None = None) -> tuple[VideoRecord, bool]:
         """Keep the bytes where every worker reaches them and create the record (once per distinct video).
 
-        With ``encode``, a new (or previously failed) video gets an encode job. Returns (record, new job queued).
+        With ``encode``, a new (or previously failed) video gets an encode job, with the frame pipeline the
+        record names (``preprocess`` for a new record). Returns (record, new job queued).
         """
         records, videos = self.backend.records, self.backend.videos
         video_id = upload.sha256
@@ -122,7 +138,7 @@ class Gateway:
             videos.put_file(video_id, upload.path)
         else:
             videos.touch(video_id)
-        record = VideoRecord(video_id=video_id, model=model, size_bytes=upload.size)
+        record = VideoRecord(video_id=video_id, model=model, size_bytes=upload.size, preprocess=preprocess)
         created = records.create_video(record, self.settings.video_ttl_s)
         if not created:
             existing = records.get_video(video_id)
@@ -139,7 +155,8 @@ class Gateway:
                     created = True
         if not (encode and created):
             return record, False
-        job = Job(job_id=uuid.uuid4().hex, kind=JobKind.encode_video, video_id=video_id, model=record.model)
+        job = Job(job_id=uuid.uuid4().hex, kind=JobKind.encode_video, video_id=video_id, model=record.model,
+                  preprocess=record.preprocess)
         try:
             self.backend.jobs.submit(job, self.settings.result_ttl_s)
         except Exception:
@@ -174,25 +191,49 @@ class Gateway:
             return record
         if record.status == Status.failed:
             raise job_error(record)
-        raise Conflict(f"video {video_id} is {record.status.value} ({record.progress:.0%} encoded); "
-                       f"retry in a few seconds or poll GET /v1/videos/{video_id} until it is ready",
-                       code="video_not_ready", headers={"Retry-After": str(self._retry_after())})
+        raise self.not_ready(record)
+
+    def not_ready(self, record: VideoRecord) -> Conflict:
+        return Conflict(f"video {record.video_id} is {record.status.value} ({record.progress:.0%} encoded); "
+                        f"retry in a few seconds or poll GET /v1/videos/{record.video_id} until it is ready",
+                        code="video_not_ready", headers={"Retry-After": str(self._retry_after())})
 
     async def wait_job(self, job_id: str, deadline: float) -> JobRecord:
-        await self.backend.jobs.wait(job_id, max(0.0, deadline - time.monotonic()))
-        record = await call(self.backend.jobs.get, job_id)
+        record = await self.backend.jobs.wait(job_id, max(0.0, deadline - time.monotonic()))
+        if record is None:  # not finished in time: its current state, for the 202
+            record = await call(self.backend.jobs.get, job_id)
         if record is None:
             raise Unavailable(f"job {job_id} vanished (expired); repeat the request", code="job_lost")
         return record
+
+    def submit_when_ready(self, video_id: str, model: str, mode: Mode, queries: list[str],
+                          **params: Any) -> VideoRecord | JobRecord:
+        """The request's job if the video is ready (one trip to the thread pool on the warm path), else the
+        video's record so the caller can wait for its encoding. A request naming no frame pipeline gets the one
+        its video was uploaded with (for the upload's model)."""
+        record = self.video(video_id)
+        if record.status != Status.ready:
+            return record
+        if params.get("preprocess") is None and record.model == model:
+            params["preprocess"] = record.preprocess  # the upload's pipeline: no second encoding
+        self.catalog.require_available(model)
+        return self.submit(video_id, model, mode, queries, **params)
 
     async def run(self, video_id: str, model: str, mode: Mode, queries: list[str], *, wait_s: float,
                   video_must_be_ready: bool = True, **params: Any) -> dict[str, Any] | Pending:
         """Submit (or join) the job for a request and wait for its answer up to ``wait_s`` in total."""
         deadline = time.monotonic() + wait_s
         if video_must_be_ready:
-            await self.wait_video(video_id, deadline)
-        await call(self.catalog.require_available, model)
-        record = await call(self.submit, video_id, model, mode, queries, **params)
+            found = await call(self.submit_when_ready, video_id, model, mode, queries, **params)
+            if isinstance(found, VideoRecord):  # still encoding: wait for it (409 at the deadline), then submit
+                await self.wait_video(video_id, deadline)
+                found = await call(self.submit_when_ready, video_id, model, mode, queries, **params)
+            if isinstance(found, VideoRecord):  # deleted and uploaded again meanwhile
+                raise self.not_ready(found)
+            record = found
+        else:
+            await call(self.catalog.require_available, model)
+            record = await call(self.submit, video_id, model, mode, queries, **params)
         if not record.status.finished:
             record = await self.wait_job(record.job_id, deadline)
         if record.status == Status.ready:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,17 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.contract.metrics import CACHE_CORRUPT, CACHE_HITS, CACHE_MISSES, FAMILIES, LABEL_RE, SAMPLE_RE, family_of
+from service.contract.metrics import (
+    CACHE_CORRUPT,
+    CACHE_HITS,
+    CACHE_MISSES,
+    FAMILIES,
+    LABEL_RE,
+    SAMPLE_RE,
+    buckets_of,
+    family_of,
+    le_label,
+)
 
 if TYPE_CHECKING:
     from service.store.backend import Backend
@@ -86,13 +97,23 @@ class SharedCollector(Collector):
         yield gauge
 
         families = {name: Metric(name, doc, kind) for name, (kind, doc) in FAMILIES.items()}
+        buckets: dict[tuple[str, tuple[tuple[str, str], ...]], dict[float, float]] = defaultdict(dict)
         for key, value in sorted(raw.items()):
             match = SAMPLE_RE.match(key)
             family = family_of(match.group("name")) if match else None
             if match is None or family is None:
                 continue
             labels = dict(LABEL_RE.findall(match.group("labels") or ""))
-            families[family].add_sample(match.group("name"), labels, value)
+            if match.group("name").endswith("_bucket"):  # stored per bucket: made cumulative below
+                bound = float(labels.pop("le", "inf"))
+                buckets[(family, tuple(sorted(labels.items())))][bound] = value
+            else:
+                families[family].add_sample(match.group("name"), labels, value)
+        for (family, label_items), counts in buckets.items():
+            total = 0.0
+            for bound in (*buckets_of(family), float("inf")):
+                total += counts.get(bound, 0.0)
+                families[family].add_sample(f"{family}_bucket", {**dict(label_items), "le": le_label(bound)}, total)
         for name in (CACHE_HITS, CACHE_MISSES, CACHE_CORRUPT):  # always present, 0 before the first job
             counter = families[name[: -len("_total")]]
             if not counter.samples:

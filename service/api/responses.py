@@ -33,3 +33,9 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def accepted(pending: Pending) -> JSONResponse:
     return JSONResponse(pending.model_dump(mode="json"), status_code=202,
                         headers={"Retry-After": str(pending.retry_after)})
+
+
+def answer(body: dict[str, Any]) -> JSONResponse:
+    """A worker's answer as it was stored: the worker built it from the response models already, so it is sent
+    as is instead of being validated and serialised a second time (the route's ``response_model`` documents it)."""
+    return JSONResponse(body)

@@ -56,15 +56,20 @@ class MetricsBatch:
         self.values[key] = self.values.get(key, 0.0) + amount
 
     def observe(self, family: str, value: float, **labels: object) -> None:
-        buckets = BATCH_BUCKETS if family == BATCH_SIZE else SECONDS_BUCKETS
-        for bound in (*buckets, float("inf")):
-            if value <= bound:
-                self.inc(f"{family}_bucket", 1.0, le=_le(bound), **labels)
+        """One histogram observation: only the bucket it falls in is counted here (three increments instead of one
+        per bucket, on the answer's round trip); the API makes the buckets cumulative when it is scraped."""
+        bound = next(b for b in (*buckets_of(family), float("inf")) if value <= b)
+        self.inc(f"{family}_bucket", 1.0, le=le_label(bound), **labels)
         self.inc(f"{family}_sum", value, **labels)
         self.inc(f"{family}_count", 1, **labels)
 
 
-def _le(bound: float) -> str:
+def buckets_of(family: str) -> tuple[float, ...]:
+    """The finite upper bounds of a histogram family's buckets."""
+    return tuple(float(b) for b in (BATCH_BUCKETS if family == BATCH_SIZE else SECONDS_BUCKETS))
+
+
+def le_label(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 

@@ -13,6 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 VIDEO_ID_EXAMPLE = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+# A frame pipeline name as a request may give it. Which names exist is the workers' to say (ModelCard); the API
+# only bounds the shape of the string.
+PREPROCESS_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+PREPROCESS_HELP = ("frame pipeline: extract (the official feature extraction the checkpoints were trained on) or "
+                   "script (the official single-video script); default: the model's (GET /v1/models)")
 
 
 class Status(StrEnum):
@@ -83,11 +88,14 @@ class VideoStatus(BaseModel):
     duration: float | None = Field(None, description="seconds, once decoded")
     num_clips: int | None = Field(None, description="feature clips, once encoded")
     clip_seconds: float | None = Field(None, description="seconds per clip (1 / the model's fps)")
+    preprocess: str | None = Field(None, description="frame pipeline the upload is encoded with (null until a "
+                                                     "worker resolves the model's default)")
     error: ErrorDetail | None = None
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"video_id": VIDEO_ID_EXAMPLE, "status": "ready", "progress": 1.0, "model": "qvhighlights",
-         "size_bytes": 1048576, "duration": 150.0, "num_clips": 75, "clip_seconds": 2.0, "error": None}]})
+         "size_bytes": 1048576, "duration": 150.0, "num_clips": 75, "clip_seconds": 2.0, "preprocess": "extract",
+         "error": None}]})
 
 
 # ---------------------------------------------------------------------------------------------------------- requests
@@ -101,6 +109,7 @@ class MomentsRequest(BaseModel):
     top_k: int = Field(10, ge=1, le=1000, description="most moments returned per query")
     nms_thres: float | None = Field(None, ge=0, le=1, description="NMS IoU threshold; default: the model's")
     min_score: float | None = Field(None, ge=0, le=1, description="drop moments scoring below this")
+    preprocess: str | None = Field(None, pattern=PREPROCESS_PATTERN, description=PREPROCESS_HELP)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"queries": ["a man opens the fridge", "a dog runs on the beach"], "model": "qvhighlights", "top_k": 5}]})
@@ -112,6 +121,7 @@ class HighlightsRequest(BaseModel):
     model: str | None = Field(None, description="default: the service's default model")
     query: str | None = Field(None, description="default: the model's domain (highlight models)")
     top_k: int = Field(5, ge=1, le=1000, description="best clips returned")
+    preprocess: str | None = Field(None, pattern=PREPROCESS_PATTERN, description=PREPROCESS_HELP)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"model": "youtube-dog", "top_k": 5}]})
@@ -123,6 +133,7 @@ class SummaryRequest(BaseModel):
     model: str | None = None
     query: str | None = Field(None, description="default: the model's domain (highlight models)")
     budget: float = Field(0.15, gt=0, le=1, description="share of the video the summary may keep")
+    preprocess: str | None = Field(None, pattern=PREPROCESS_PATTERN, description=PREPROCESS_HELP)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"model": "tvsum-bk", "budget": 0.15}]})
@@ -156,10 +167,15 @@ class QueryResult(BaseModel):
     duration: float
 
 
+def _answer_preprocess() -> Any:
+    return Field(None, description="frame pipeline of the features the answer was computed on")
+
+
 class MomentsAnswer(BaseModel):
     """Answers in query order (what a worker stores; the response adds the video and the model)."""
 
     results: list[QueryResult]
+    preprocess: str | None = _answer_preprocess()
 
 
 class MomentsResponse(MomentsAnswer):
@@ -170,7 +186,7 @@ class MomentsResponse(MomentsAnswer):
         {"video_id": VIDEO_ID_EXAMPLE, "model": "qvhighlights", "results": [
             {"query": "a man opens the fridge", "clip_seconds": 2.0, "duration": 150.0,
              "moments": [{"start": 24.0, "end": 38.0, "score": 0.91}, {"start": 96.0, "end": 102.0, "score": 0.42}],
-             "saliency": [0.01, 0.02, 0.35, 0.88]}]}]})
+             "saliency": [0.01, 0.02, 0.35, 0.88]}], "preprocess": "extract"}]})
 
 
 class HighlightsAnswer(BaseModel):
@@ -179,6 +195,7 @@ class HighlightsAnswer(BaseModel):
     duration: float
     saliency: list[float]
     highlights: list[Moment] = Field(description="the best clips, highest saliency first")
+    preprocess: str | None = _answer_preprocess()
 
 
 class HighlightsResponse(HighlightsAnswer):
@@ -187,7 +204,8 @@ class HighlightsResponse(HighlightsAnswer):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"video_id": VIDEO_ID_EXAMPLE, "model": "youtube-dog", "query": "dog", "clip_seconds": 2.0,
-         "duration": 60.0, "saliency": [0.1, 0.7, 0.2], "highlights": [{"start": 2.0, "end": 4.0, "score": 0.7}]}]})
+         "duration": 60.0, "saliency": [0.1, 0.7, 0.2], "highlights": [{"start": 2.0, "end": 4.0, "score": 0.7}],
+         "preprocess": "extract"}]})
 
 
 class SummaryAnswer(BaseModel):
@@ -195,6 +213,7 @@ class SummaryAnswer(BaseModel):
     budget: float
     duration: float
     segments: list[Moment] = Field(description="in time order; score = mean saliency of the segment")
+    preprocess: str | None = _answer_preprocess()
 
 
 class SummaryResponse(SummaryAnswer):
@@ -203,7 +222,8 @@ class SummaryResponse(SummaryAnswer):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"video_id": VIDEO_ID_EXAMPLE, "model": "tvsum-bk", "query": "BK", "budget": 0.15, "duration": 120.0,
-         "segments": [{"start": 10.0, "end": 16.0, "score": 0.8}, {"start": 70.0, "end": 82.0, "score": 0.7}]}]})
+         "segments": [{"start": 10.0, "end": 16.0, "score": 0.8}, {"start": 70.0, "end": 82.0, "score": 0.7}],
+         "preprocess": "extract"}]})
 
 
 class Pending(BaseModel):
@@ -235,6 +255,9 @@ class ModelCard(BaseModel):
     outputs: Literal["moments+saliency", "saliency"] = Field(
         description='"moments+saliency" or "saliency" (highlight-only models)')
     unit: float | None = Field(None, description="seconds moment boundaries are rounded to (None: no rounding)")
+    preprocess: str | None = Field(None, description="frame pipeline used when a request names none")
+    preprocess_options: list[str] = Field(default_factory=list,
+                                          description="frame pipelines a request may choose (empty: unknown)")
 
     @property
     def has_moments(self) -> bool:
@@ -253,10 +276,13 @@ class ModelInfo(BaseModel):
     default: bool
     loaded: bool = Field(description="a live worker has it loaded")
     missing_files: list[str] = Field(description="weight files a worker could not find or fetch")
+    preprocess: str | None = Field(None, description="frame pipeline used when a request names none")
+    preprocess_options: list[str] = Field(default_factory=list, description="frame pipelines a request may choose")
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"name": "qvhighlights", "dataset": "QVHighlights", "domain": None, "clip": "ViT-B-32", "fps": 0.5,
-         "outputs": "moments+saliency", "default": True, "loaded": True, "missing_files": []}]})
+         "outputs": "moments+saliency", "default": True, "loaded": True, "missing_files": [],
+         "preprocess": "extract", "preprocess_options": ["script", "extract"]}]})
 
 
 class ModelList(BaseModel):
@@ -355,6 +381,8 @@ class Job(BaseModel):
     nms_thres: float | None = None
     min_score: float | None = None
     budget: float | None = None
+    preprocess: str | None = None
+    """Frame pipeline to encode the video with (None: the model's default)."""
     train: TrainRequest | None = None
     """Train jobs: the request (``model`` is the new model's name, ``video_id`` the base model)."""
     created_at: float = Field(default_factory=time.time)
@@ -401,6 +429,8 @@ class VideoRecord(BaseModel):
     duration: float | None = None
     num_clips: int | None = None
     clip_seconds: float | None = None
+    preprocess: str | None = None
+    """The pipeline the upload asked for (None: the model's default, written here once a worker resolves it)."""
     error_code: str | None = None
     error_message: str | None = None
     error_status: int | None = None
@@ -412,7 +442,7 @@ class VideoRecord(BaseModel):
         error = ErrorDetail(code=self.error_code, message=self.error_message or "") if self.error_code else None
         return VideoStatus(video_id=self.video_id, status=self.status, progress=self.progress, model=self.model,
                            size_bytes=self.size_bytes, duration=self.duration, num_clips=self.num_clips,
-                           clip_seconds=self.clip_seconds, error=error)
+                           clip_seconds=self.clip_seconds, preprocess=self.preprocess, error=error)
 
 
 class JobRecord(BaseModel):

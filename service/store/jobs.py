@@ -82,8 +82,9 @@ class JobStore(ABC):
     def get(self, job_id: str) -> JobRecord | None: ...
 
     @abstractmethod
-    async def wait(self, job_id: str, timeout_s: float) -> bool:
-        """Block (without polling) until the job finished or ``timeout_s`` passed; True when it finished."""
+    async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
+        """Block (without polling) until the job finished or ``timeout_s`` passed: the finished job (its answer or
+        error), or None while it is not finished."""
 
     async def aclose(self) -> None:  # noqa: B027 - most stores open nothing in the event loop
         """Close what :meth:`wait` opened in the event loop (the API calls it on shutdown)."""

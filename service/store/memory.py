@@ -372,18 +372,19 @@ class MemoryJobStore(JobStore):
             raw = self._records.get(job_id)
             return JobRecord.model_validate(raw) if raw is not None else None
 
-    async def wait(self, job_id: str, timeout_s: float) -> bool:
+    async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         with self._cond:
             raw = self._records.get(job_id)
             if raw is None or raw["status"] in (Status.ready.value, Status.failed.value):
-                return raw is not None
+                return JobRecord.model_validate(raw) if raw is not None else None
             self._waiters[job_id].append((loop, future))
         try:
-            return await asyncio.wait_for(future, timeout_s)
+            await asyncio.wait_for(future, timeout_s)
+            return self.get(job_id)
         except TimeoutError:
-            return False
+            return None
         finally:
             with self._cond:
                 waiting = self._waiters.get(job_id, [])

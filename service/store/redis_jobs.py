@@ -179,18 +179,19 @@ class RedisJobStore(JobStore):
                 protocol=2)
         return self._async
 
-    async def wait(self, job_id: str, timeout_s: float) -> bool:
+    async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         client, key = self._async_client(), self.keys.done(job_id)
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
-            # A rotation (LEFT -> RIGHT of the same list) leaves the token for every other waiter.
+            # A rotation (LEFT -> RIGHT of the same list) leaves the token for every other waiter. The token is the
+            # finished job itself, so no second round trip reads the record.
             token = await client.blmove(key, key, max(0.01, min(_WAIT_SLICE_S, left)),  # type: ignore[arg-type]
                                         "LEFT", "RIGHT")  # Redis takes fractional seconds; the stubs say int
             if token is not None:
-                return True
+                return JobRecord.model_validate_json(token)
             if deadline - time.monotonic() <= 0:
-                return False
+                return None
 
     async def aclose(self) -> None:
         if self._async is not None:
@@ -256,8 +257,10 @@ class RedisJobStore(JobStore):
                     fields.update(status=Status.ready, result=o.result)
                 flat = [item for pair in encode_fields(fields).items() for item in pair]
                 self._update(keys=[self.keys.job(d.job.job_id)], args=flat, client=pipe)
+                finished = JobRecord(job_id=d.job.job_id, kind=d.job.kind, video_id=d.job.video_id,
+                                     model=d.job.model, created_at=d.job.created_at, **fields)
                 done = self.keys.done(d.job.job_id)
-                pipe.rpush(done, "1")
+                pipe.rpush(done, finished.model_dump_json())
                 pipe.expire(done, self.result_ttl_s)
             pipe.xack(d.queue, JOB_GROUP, d.entry_id)
             pipe.xdel(d.queue, d.entry_id)

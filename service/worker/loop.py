@@ -211,9 +211,14 @@ class Worker:
     def heavy(self, delivery: Delivery) -> bool:
         """Whether the job needs a video decoded (neither its state nor its features are at hand)."""
         job = delivery.job
-        grounder = self.models.grounders.get(job.model) if job is not None else None
-        if job is None or grounder is None or job.kind == JobKind.train:
-            return False  # fails or is dropped at once; a training runs in its own process
+        if job is None or job.kind == JobKind.train:
+            return False  # dropped at once; a training runs in its own process
+        try:
+            grounder = self.models.get(job.model, job.preprocess)
+        except Exception:
+            grounder = None
+        if grounder is None:
+            return False  # fails at once
         if grounder.holds(f"{job.video_id}:{grounder.feature_id}"):
             return False
         return not self.backend.features.exists(job.video_id, grounder.feature_id)
@@ -230,9 +235,9 @@ class Worker:
                     self._in_flight.pop(d.entry_id, None)
 
     def handle(self, deliveries: list[Delivery]) -> None:
-        """Count attempts, drop what cannot run, then run one pipeline per (video, model)."""
+        """Count attempts, drop what cannot run, then run one pipeline per (video, model, frame pipeline)."""
         jobs = self.backend.jobs
-        groups: dict[tuple[str, str], list[Delivery]] = defaultdict(list)
+        groups: dict[tuple[str, str, str | None], list[Delivery]] = defaultdict(list)
         dropped: list[Outcome] = []
         metrics = MetricsBatch()
         for d, attempts in zip(deliveries, jobs.begin(self.worker_id, deliveries), strict=True):
@@ -246,11 +251,11 @@ class Worker:
                     "it stopped (crash, out of memory or killed); see the worker logs", code="job_attempts_exhausted")
                 dropped += self.pipeline.failed([d], err, metrics)
             else:
-                groups[(d.job.video_id, d.job.model)].append(d)
+                groups[(d.job.video_id, d.job.model, d.job.preprocess)].append(d)
         if dropped:
             jobs.finish(self.worker_id, dropped, metrics.values)
-        for (video_id, model), group in groups.items():
-            self.pipeline.run(video_id, model, group)
+        for (video_id, model, preprocess), group in groups.items():
+            self.pipeline.run(video_id, model, group, preprocess=preprocess)
 
 
 def sweep_scratch(root: Path, live_ids: set[str], min_age_s: float) -> int:

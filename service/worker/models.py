@@ -10,8 +10,8 @@ from typing import cast
 import torch
 
 from models import zoo
-from models.engine import Grounder, Precision
-from service.contract.errors import Unavailable, classify
+from models.engine import PREPROCESS_VERSIONS, Grounder, Precision, UnknownPreprocessError
+from service.contract.errors import InvalidRequest, Unavailable, classify
 from service.contract.schemas import ModelCard, WorkerModel
 from service.contract.settings import Settings
 
@@ -33,7 +33,8 @@ def resolve_precision(setting: str, device: str) -> Precision:
 def card_of(spec: zoo.ModelSpec) -> ModelCard:
     """What the API needs to know about a model: it never reads the zoo itself."""
     return ModelCard(name=spec.name, dataset=spec.dataset, domain=spec.domain, clip=spec.clip, fps=spec.fps,
-                     outputs=spec.outputs, unit=spec.unit)
+                     outputs=spec.outputs, unit=spec.unit, preprocess=spec.preprocess,
+                     preprocess_options=list(PREPROCESS_VERSIONS))
 
 
 class Models:
@@ -119,14 +120,18 @@ class Models:
                     log.warning("cannot load trained model %s: %s", spec.name, err)
                     self.status[spec.name] = WorkerModel(loaded=False, card=card_of(spec), message=classify(err)[2])
 
-    def get(self, name: str) -> Grounder:
-        """The loaded model, or the 503 that says why it is not."""
+    def get(self, name: str, preprocess: str | None = None) -> Grounder:
+        """The loaded model (with frames made by ``preprocess``; None: its default pipeline), the 503 that says
+        why it is not loaded, or the 422 for a pipeline that does not exist."""
         if name in self.grounders:
-            return self.grounders[name]
+            try:
+                return self.grounders[name].variant(preprocess=preprocess)
+            except UnknownPreprocessError as err:
+                raise InvalidRequest(str(err), code="unknown_preprocess") from None
         if name not in self.settings.models:  # perhaps trained since this worker started (by another worker)
             self.discover_trained()
             if name in self.grounders:
-                return self.grounders[name]
+                return self.get(name, preprocess)
         status = self.status.get(name)
         if status is None:
             raise Unavailable(f"this worker does not serve model {name!r}", code="model_not_loaded")

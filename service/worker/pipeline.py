@@ -20,7 +20,16 @@ from models.r2 import VideoState
 from models.video import VideoError, VideoInfo
 from service.contract.errors import NotFound, classify
 from service.contract.metrics import ADAPTER_HITS, BATCH_SIZE, CACHE_HITS, CACHE_MISSES, JOB_SECONDS, MetricsBatch
-from service.contract.schemas import HighlightsAnswer, Job, JobKind, Mode, MomentsAnswer, Status, SummaryAnswer
+from service.contract.schemas import (
+    HighlightsAnswer,
+    Job,
+    JobKind,
+    Mode,
+    MomentsAnswer,
+    Status,
+    SummaryAnswer,
+    VideoRecord,
+)
 from service.contract.settings import Settings
 from service.store.backend import Backend
 from service.store.features import CachedFeatures
@@ -69,18 +78,21 @@ def tensor_to_features(features: torch.Tensor, info: VideoInfo) -> CachedFeature
 
 
 def shape_answer(job: Job, results: list[GroundingResult], grounder: Grounder) -> dict[str, Any]:
-    """A job's answer in the shape of its response body (the API adds video_id and model)."""
+    """A job's answer in the shape of its response body (the API adds video_id and model); it names the frame
+    pipeline of the features it was computed on."""
+    preprocess = grounder.spec.preprocess
     if job.mode == Mode.moments:
         cut = [dataclasses.replace(r, moments=select_moments(r.moments, job.top_k, job.min_score)) for r in results]
-        return MomentsAnswer.model_validate(dict(results=[dataclasses.asdict(r) for r in cut])).model_dump()
+        return MomentsAnswer.model_validate(dict(results=[dataclasses.asdict(r) for r in cut],
+                                                 preprocess=preprocess)).model_dump()
     (result,) = results
     if job.mode == Mode.highlights:
         return HighlightsAnswer.model_validate(dict(
             query=result.query, clip_seconds=result.clip_seconds, duration=result.duration, saliency=result.saliency,
-            highlights=grounder.highlights(result, job.top_k or 5))).model_dump()
+            highlights=grounder.highlights(result, job.top_k or 5), preprocess=preprocess)).model_dump()
     return SummaryAnswer.model_validate(dict(
         query=result.query, budget=job.budget or 0.15, duration=result.duration,
-        segments=grounder.summarize(result, job.budget or 0.15))).model_dump()
+        segments=grounder.summarize(result, job.budget or 0.15), preprocess=preprocess)).model_dump()
 
 
 class Pipeline:
@@ -92,10 +104,12 @@ class Pipeline:
         self._infos: dict[str, VideoInfo] = {}  # video key -> info, for videos whose state is in memory
         self._touched: dict[str, float] = {}  # video id -> when its TTLs were last restarted
 
-    def run(self, video_id: str, model: str, deliveries: list[Delivery]) -> None:
+    def run(self, video_id: str, model: str, deliveries: list[Delivery], *, preprocess: str | None = None) -> None:
         """Every step a batch of jobs on one video goes through, in order.
 
-        0. the model, loaded once at start; 1. the video's adapter state if this worker holds it, else
+        0. the model, loaded once at start (with frames made by ``preprocess``: the jobs' pipeline, None for the
+        model's default; each pipeline has its own feature id, so its own cache entries and adapter states);
+        1. the video's adapter state if this worker holds it, else
         2. the feature cache; on a miss 3. fetch the uploaded bytes, 4. decode (child process, time-limited)
         and CLIP-encode, 5. store the features; then 6. the adapter and post-processing, one model call for
         all queries; 7. respond: store each job's answer, acknowledge it and wake its waiters, in one step.
@@ -103,7 +117,7 @@ class Pipeline:
         jobs = [d.job for d in deliveries if d.job is not None]
         stages, metrics = Stages(), MetricsBatch()
         try:
-            grounder = self.models.get(model)                                                     # 0
+            grounder = self.models.get(model, preprocess)                                         # 0
             key = f"{video_id}:{grounder.feature_id}"
             video = self.held(key, grounder, metrics)                                             # 1
             if video is None:
@@ -161,9 +175,10 @@ class Pipeline:
         """Decode in a killable child process while encoding the chunks that already arrived."""
         s, records = self.settings, self.backend.records
         record = records.get_video(video_id)
-        track = record is not None and record.model == grounder.spec.name  # the upload's own encoding
+        track = self.owns_record(record, grounder)  # the upload's own encoding
         if track:
-            records.update_video(video_id, status=Status.processing, progress=0.0)
+            records.update_video(video_id, status=Status.processing, progress=0.0,
+                                 preprocess=grounder.spec.preprocess)
         report: Callable[[float], None] | None = None
         if track:
             last_report = time.monotonic()
@@ -197,15 +212,24 @@ class Pipeline:
         records = self.backend.records
         if video.features is not None:  # just read or encoded: the record may still say processing
             record = records.get_video(video_id)
-            if record is not None and record.model == model and record.status != Status.ready:
+            if record is not None and self.owns_record(record, grounder) and record.status != Status.ready:
                 records.update_video(video_id, status=Status.ready, progress=1.0, duration=video.info.duration,
                                      num_clips=int(video.features.shape[1]), clip_seconds=1.0 / grounder.spec.fps,
-                                     error_code=None, error_message=None, error_status=None)
+                                     preprocess=grounder.spec.preprocess, error_code=None, error_message=None,
+                                     error_status=None)
         now = time.monotonic()
         if now - self._touched.get(video_id, -float("inf")) >= self.settings.video_ttl_s / 10:
             self._touched[video_id] = now
             records.touch_video(video_id, self.settings.video_ttl_s)
             self.backend.videos.touch(video_id)
+
+    def owns_record(self, record: VideoRecord | None, grounder: Grounder) -> bool:
+        """Whether these are the features the upload's record describes: its model, and the pipeline it asked
+        for (the model's default when it named none). Features made another way leave the record alone."""
+        if record is None or record.model != grounder.spec.name:
+            return False
+        wanted = record.preprocess or self.models.get(record.model).spec.preprocess
+        return wanted == grounder.spec.preprocess
 
     def answer(self, video_id: str, model: str, grounder: Grounder, video: Video, jobs: list[Job], stages: Stages,
                metrics: MetricsBatch) -> dict[str, dict[str, Any]]:

@@ -1,20 +1,19 @@
-"""`r2tuning eval` on pre-extracted features in the official layout, with the fixtures' tiny weights."""
+"""`r2tuning eval` (in-process) on pre-extracted features in the official layout, with the fixtures' tiny weights."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import torch
 
 from models.evaluation import evaluate_grounding
+from r2tuning.cli import main
 
 from engine_helpers import tiny_grounder, tiny_paths
 
 
-def test_eval_on_features(tmp_path) -> None:
+def test_eval_on_features(tmp_path, capsys) -> None:
     g = tiny_grounder()
     video_dir, query_dir = tmp_path / "video", tmp_path / "query"
     video_dir.mkdir()
@@ -32,10 +31,9 @@ def test_eval_on_features(tmp_path) -> None:
     anno_file.write_text("".join(json.dumps(a) + "\n" for a in annotations))
     r2, clip = tiny_paths()
     out = tmp_path / "sub.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "r2tuning", "eval", str(anno_file), "--checkpoint", r2,
-                           "--clip-path", clip, "--video-features", str(video_dir), "--query-features",
-                           str(query_dir), "--out", str(out)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    assert main(["eval", str(anno_file), "--checkpoint", r2, "--clip-path", clip, "--video-features",
+                 str(video_dir), "--query-features", str(query_dir), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
     submission = [json.loads(line) for line in out.read_text().splitlines()]
     assert [s["qid"] for s in submission] == [0, 1]
     # The submission equals the engine's direct answer with every row kept.
@@ -44,4 +42,4 @@ def test_eval_on_features(tmp_path) -> None:
         np.testing.assert_allclose(np.array(sub["pred_relevant_windows"]), np.array(res.moments), atol=1e-4)
         assert len(sub["pred_saliency_scores"]) == 10
     metrics = evaluate_grounding(submission, annotations)
-    assert "MR-full-R1@0.5" in proc.stdout or str(metrics["brief"]["MR-full-R1@0.5"]) in proc.stdout
+    assert "MR-full-R1@0.5" in stdout or str(metrics["brief"]["MR-full-R1@0.5"]) in stdout

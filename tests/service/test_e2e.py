@@ -259,3 +259,40 @@ def test_a_killed_workers_job_is_finished_by_another_worker(tmp_path) -> None:
         if rescuer is not None:
             assert rescuer.stop() == 0
         delete_prefix(client, prefix)
+
+
+def test_queries_follow_the_worker_holding_the_video_and_survive_its_death(tmp_path) -> None:
+    """Two workers: a video's queries go to the worker that encoded it (it holds the adapter state); when that
+    worker is killed, the other one answers (reading the features from Redis)."""
+    registry = write_registry(tmp_path)
+    prefix = f"r2test-{uuid.uuid4().hex[:10]}"
+    env = service_env(prefix, registry)
+    client = redis_client()
+    first = worker_process(env, tmp_path, "worker-a")
+    second = None
+    try:
+        with contextlib.ExitStack() as stack, api_process(env, tmp_path) as (_, base):
+            http = stack.enter_context(httpx.Client(base_url=base, timeout=60))
+            wait_until(lambda: http.get("/readyz").status_code == 200, 120, "worker a", interval_s=0.3)
+            with open(fixture_video(), "rb") as f:
+                video_id = http.post("/v1/videos", files={"file": ("v.mp4", f, "video/mp4")}).json()["video_id"]
+            wait_until(lambda: http.get(f"/v1/videos/{video_id}").json()["status"] == "ready", 90, "encoding")
+            second = worker_process(env, tmp_path, "worker-b")
+            wait_until(lambda: http.get("/readyz").json().get("workers") == 2, 120, "worker b", interval_s=0.3)
+            keys = Keys(prefix)
+            for i in range(4):
+                response = http.post(f"/v1/videos/{video_id}/moments", json={"queries": [f"q{i}"]})
+                assert response.status_code == 200, response.text
+            answered_by = {client.hget(keys.job(job_id.decode().rsplit(":", 1)[-1]), "worker")
+                           for job_id in client.scan_iter(match=f"{keys.job('')}*")}
+            assert answered_by == {b'"worker-a"'}, answered_by  # the encode job and the 4 queries: all on a
+            first.kill()  # the holder dies; its heartbeat expires after R2_HEARTBEAT_TTL_S
+            wait_until(lambda: http.get("/readyz").json().get("workers") == 1, 30, "worker a's heartbeat to expire")
+            response = http.post(f"/v1/videos/{video_id}/moments", json={"queries": ["after the death"]})
+            assert response.status_code == 200, response.text
+            assert metric(http.get("/metrics").text, "r2_feature_cache_hits_total") >= 1  # b read the features
+    finally:
+        first.stop()
+        if second is not None:
+            assert second.stop() == 0
+        delete_prefix(client, prefix)

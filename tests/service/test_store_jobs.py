@@ -91,13 +91,15 @@ def test_waiters_wake_when_the_job_finishes_and_late_ones_at_once(jobs) -> None:
         waiting = [asyncio.create_task(jobs.wait("job1", 5.0)) for _ in range(3)]
         await asyncio.sleep(0.2)
         started = time.monotonic()
-        await loop.run_in_executor(None, lambda: jobs.finish("w", [Outcome(d, result={})]))
+        await loop.run_in_executor(None, lambda: jobs.finish("w", [Outcome(d, result={"answer": 1})]))
         woke = await asyncio.gather(*waiting)
         latency = time.monotonic() - started
         late = await jobs.wait("job1", 5.0)
         timed_out = await jobs.wait("job-never", 0.3)
         await jobs.aclose()
-        return all(woke), len(woke) == 3, latency, late, timed_out
+        # Every waiter gets the finished job itself, answer included.
+        return (all(r.status == Status.ready and r.result == {"answer": 1} for r in woke), len(woke) == 3, latency,
+                late is not None and late.result == {"answer": 1}, timed_out is not None)
 
     all_woke, three, latency, late, timed_out = asyncio.run(scenario())
     assert all_woke and three and late and not timed_out

@@ -18,7 +18,7 @@ from service.contract.schemas import (
 )
 
 from ..deps import GatewayDep, require_api_key
-from ..responses import ACCEPTED, accepted, errors
+from ..responses import ACCEPTED, accepted, answer, errors
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["answers"])
 
@@ -27,11 +27,12 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=[
              responses={**ACCEPTED, **errors(401, 404, 409, 422, 429, 503)})
 async def moments(video_id: str, body: MomentsRequest, gw: GatewayDep) -> Any:
     """Moments and saliency for each query; 409 while the video is encoding, 202 if the answer takes longer."""
-    name, _ = gw.model(body.model, needs_moments=True)
+    name, card = gw.model(body.model, needs_moments=True)
     queries = gw.check_queries(body.queries)
+    preprocess = gw.check_preprocess(name, card, body.preprocess)
     out = await gw.run(video_id, name, Mode.moments, queries, wait_s=gw.settings.moments_wait_s,
-                       top_k=body.top_k, nms_thres=body.nms_thres, min_score=body.min_score)
-    return accepted(out) if isinstance(out, Pending) else MomentsResponse.model_validate(out)
+                       top_k=body.top_k, nms_thres=body.nms_thres, min_score=body.min_score, preprocess=preprocess)
+    return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
 @router.post("/videos/{video_id}/highlights", response_model=HighlightsResponse,
@@ -41,8 +42,8 @@ async def highlights(video_id: str, body: HighlightsRequest, gw: GatewayDep) -> 
     name, card = gw.model(body.model)
     query = gw.default_query(name, card, body.query)
     out = await gw.run(video_id, name, Mode.highlights, [query], wait_s=gw.settings.moments_wait_s,
-                       top_k=body.top_k)
-    return accepted(out) if isinstance(out, Pending) else HighlightsResponse.model_validate(out)
+                       top_k=body.top_k, preprocess=gw.check_preprocess(name, card, body.preprocess))
+    return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
 @router.post("/videos/{video_id}/summary", response_model=SummaryResponse,
@@ -52,5 +53,5 @@ async def summary(video_id: str, body: SummaryRequest, gw: GatewayDep) -> Any:
     name, card = gw.model(body.model)
     query = gw.default_query(name, card, body.query)
     out = await gw.run(video_id, name, Mode.summary, [query], wait_s=gw.settings.moments_wait_s,
-                       budget=body.budget)
-    return accepted(out) if isinstance(out, Pending) else SummaryResponse.model_validate(out)
+                       budget=body.budget, preprocess=gw.check_preprocess(name, card, body.preprocess))
+    return accepted(out) if isinstance(out, Pending) else answer(out)

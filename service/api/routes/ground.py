@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from service.contract.errors import InvalidRequest
-from service.contract.schemas import Mode, MomentsResponse, Pending
+from service.contract.schemas import PREPROCESS_HELP, Mode, MomentsResponse, Pending
 
 from ..deps import GatewayDep, require_api_key
 from ..gateway import call
-from ..responses import ACCEPTED, accepted, errors
+from ..responses import ACCEPTED, accepted, answer, errors
 from ..uploads import receive_upload
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["answers"])
@@ -21,7 +21,8 @@ GROUND_BODY = {"requestBody": {"required": True, "content": {
         "file": {"type": "string", "format": "binary"},
         "query": {"type": "array", "items": {"type": "string"}, "description": "repeat the field for more"},
         "model": {"type": "string"}, "top_k": {"type": "integer", "default": 10},
-        "nms_thres": {"type": "number"}, "min_score": {"type": "number"}}}}}}}
+        "nms_thres": {"type": "number"}, "min_score": {"type": "number"},
+        "preprocess": {"type": "string", "description": PREPROCESS_HELP}}}}}}}
 
 
 @router.post("/ground", response_model=MomentsResponse, openapi_extra=GROUND_BODY,
@@ -38,14 +39,15 @@ async def ground(request: Request, gw: GatewayDep) -> Any:
         queries = gw.check_queries(upload.fields.get("query", []))
         params = dict(top_k=_form_number(upload.field("top_k"), "top_k", int, 10, 1, 1000),
                       nms_thres=_form_number(upload.field("nms_thres"), "nms_thres", float, None, 0, 1),
-                      min_score=_form_number(upload.field("min_score"), "min_score", float, None, 0, 1))
+                      min_score=_form_number(upload.field("min_score"), "min_score", float, None, 0, 1),
+                      preprocess=gw.check_preprocess(name, card, upload.field("preprocess")))
         await call(gw.catalog.require_available, name)
-        record, _ = await call(gw.store_upload, upload, name, encode=False)
+        record, _ = await call(gw.store_upload, upload, name, encode=False, preprocess=params["preprocess"])
     finally:
         upload.discard()
     out = await gw.run(record.video_id, name, Mode.moments, queries, wait_s=gw.settings.ground_wait_s,
                        video_must_be_ready=False, **params)
-    return accepted(out) if isinstance(out, Pending) else MomentsResponse.model_validate(out)
+    return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
 def _form_number(raw: str | None, name: str, kind: type, default: Any, low: float, high: float) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from service.contract.schemas import Status, VideoStatus
+from service.contract.schemas import PREPROCESS_HELP, Status, VideoStatus
 
 from ..deps import GatewayDep, require_api_key
 from ..gateway import call
@@ -16,7 +16,8 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=[
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
         "file": {"type": "string", "format": "binary", "description": "the video (mp4, webm, mkv, ...)"},
-        "model": {"type": "string", "description": "model to encode it for (default: the service's)"}}}},
+        "model": {"type": "string", "description": "model to encode it for (default: the service's)"},
+        "preprocess": {"type": "string", "description": PREPROCESS_HELP}}}},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
@@ -24,12 +25,14 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
              responses={200: {"model": VideoStatus, "description": "Already encoded (same bytes uploaded before)."},
                         **errors(401, 404, 413, 422, 429, 503)})
 async def upload_video(request: Request, response: Response, gw: GatewayDep) -> VideoStatus:
-    """Upload a video (multipart field ``file``, optional ``model``); 202 while it is encoded, 200 if it was."""
+    """Upload a video (multipart field ``file``, optional ``model``, ``preprocess``); 202 while it is encoded,
+    200 if it was."""
     await call(gw.backend.jobs.check_capacity)  # 429/503 before reading the body
     upload = await receive_upload(request, max_bytes=gw.settings.max_upload_bytes, directory=gw.settings.upload_dir)
     try:
-        name, _ = gw.model(upload.field("model"))
-        record, _ = await call(gw.store_upload, upload, name, encode=True)
+        name, card = gw.model(upload.field("model"))
+        preprocess = gw.check_preprocess(name, card, upload.field("preprocess"))
+        record, _ = await call(gw.store_upload, upload, name, encode=True, preprocess=preprocess)
     finally:
         upload.discard()
     response.status_code = 200 if record.status == Status.ready else 202
