@@ -36,15 +36,16 @@ class Catalog:
     def _views(self, name: str, workers: list[WorkerInfo]) -> list[WorkerModel]:
         return [w.models[name] for w in workers if name in w.models]
 
-    def served(self) -> list[str]:
+    def served(self, fresh: bool = False) -> list[str]:
         """The configured models, then the trained ones live workers announce (in heartbeat order)."""
-        trained = [n for w in self.workers() for n in w.models if n not in self.settings.models]
+        trained = [n for w in self.workers(fresh) for n in w.models if n not in self.settings.models]
         return [*self.settings.models, *dict.fromkeys(trained)]
 
     def name(self, requested: str | None) -> str:
         """The model a request means (the default when it names none); 404 when it is not served here."""
         name = requested or self.settings.model_name
-        if name not in self.settings.models and name not in self.served():
+        # A model trained a moment ago may be newer than the cached heartbeats: read them again before a 404.
+        if name not in self.settings.models and name not in self.served() and name not in self.served(fresh=True):
             raise NotFound(f"model {name[:100]!r} is not served here; served: {', '.join(self.served())} "
                            "(GET /v1/models)", code="unknown_model")
         return name

@@ -69,7 +69,7 @@ class Worker:
         self.scratch_root = Path(settings.upload_dir or tempfile.gettempdir())
         self.scratch = self.scratch_root / f"{_SCRATCH_PREFIX}{self.worker_id}"
         self.pipeline = Pipeline(settings, self.backend, self.models, self.worker_id, self.scratch)
-        self.training = TrainingRunner(settings, self.backend, self.models, self.worker_id)
+        self.training = TrainingRunner(settings, self.backend, self.models, self.worker_id, announce=self.beat)
         self._stop = threading.Event()
         self._beat_stop = threading.Event()
         self._lock = threading.Lock()

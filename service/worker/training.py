@@ -30,6 +30,7 @@ import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,10 @@ class _Run:
 class TrainingRunner:
     """The training jobs of one worker."""
 
-    def __init__(self, settings: Settings, backend: Backend, models: Models, consumer: str) -> None:
+    def __init__(self, settings: Settings, backend: Backend, models: Models, consumer: str,
+                 announce: Callable[[], None] | None = None) -> None:
         self.settings, self.backend, self.models, self.consumer = settings, backend, models, consumer
+        self.announce = announce  # refreshes the worker's heartbeat (so a trained model is listed before ready)
         self.root = training_root(settings)
         self._backlog: deque[Delivery] = deque()
         self._run: _Run | None = None
@@ -361,6 +364,8 @@ class TrainingRunner:
         spec = zoo.ModelSpec(**result["spec"])
         write_registry_entry(spec, self.root / run.name / "model.json")
         self.models.add_trained(spec)
+        if self.announce is not None:
+            self.announce()
         return spec
 
     def _fail_now(self, delivery: Delivery, err: ServiceError) -> None:
