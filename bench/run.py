@@ -10,7 +10,9 @@ and R2 architectures with random weights:
 4. reduced precision (bf16 on the CPU, fp16 on CUDA): speed and effect on the outputs;
 5. memory: Redis bytes per video-minute, peak RSS of a fresh process encoding the 10 min video
    (and of the naive pipeline on it), GPU peak allocation on CUDA;
-6. the service under load: API + worker + Redis on loopback, N concurrent clients.
+6. the service under load: API + worker + Redis on loopback, N concurrent clients;
+7. training: official training steps per epoch per hour of video, and the R1@0.5 gain on generated marked
+   moments (bench/training.py).
 
 Prints a table and one JSON document (also written to ``--out``). ``--quick``: small videos, few runs (a CI
 smoke test; its numbers are not meaningful).
@@ -37,7 +39,7 @@ from typing import Any
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 DEFAULT_REDIS = os.environ.get("R2_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-SECTIONS = ("cold", "naive", "warm", "precision", "memory", "service")
+SECTIONS = ("cold", "naive", "warm", "precision", "memory", "service", "training")
 SCHEMA_VERSION = 1
 
 
@@ -624,6 +626,13 @@ class Bench:
         self.sync()
         return time.perf_counter() - started
 
+    # -------------------------------------------------------------------------------------------- 7. training
+
+    def training(self, out: dict[str, Any]) -> None:
+        from bench import training
+
+        out.update(training.run(self.device, self.plan.quick, self.log))
+
     # -------------------------------------------------------------------------------------------- all
 
     def run(self) -> dict[str, Any]:
@@ -799,6 +808,9 @@ def targets(report: dict) -> list[dict[str, Any]]:
         worst is not None and raw is not None and worst <= raw * 1.01, "MB/min",
         f"Redis MEMORY USAGE of header + chunks ({_get(report, 'memory', 'chunk_bytes', default=0) / 1024:g} KiB), "
         f"worst video, 1% allowance; other chunk sizes (MB/min): {alt or '-'}")
+    from bench import training
+
+    rows.extend(training.targets(report))
     return rows
 
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import ast
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
 
@@ -363,3 +364,389 @@ def split_videos(splits: Mapping[str, Mapping[str, list[str]]], domain: str | No
     if split not in splits[key]:
         raise AnnotationError(f"domain {key!r} has no {split!r} split (splits: {', '.join(splits[key])})")
     return list(splits[key][split])
+
+
+# ====================================================================================================================
+# Training records: the same formats parsed from text (files or request bodies) into typed records, plus the
+# original Charades-STA text format, the saliency targets and positive clips of the highlight datasets, and the
+# mapping of highlight labels onto a features grid. Used by models/training and the service's training jobs.
+# (Two views of one set of formats, merged from parallel work; unifying them on one record type is a follow-up.)
+
+AnnotationFormat = Literal["qvhighlights", "charades-sta", "youtube", "tvsum"]
+FORMATS: tuple[str, ...] = ("qvhighlights", "charades-sta", "youtube", "tvsum")
+_MAX_SHOWN = 120  # characters of a bad value quoted in an error message
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+
+
+# ------------------------------------------------------------------------------------------------------ records
+
+
+@dataclass(frozen=True)
+class MomentQuery:
+    """One query of a moment-retrieval dataset, with the windows it matches."""
+
+    qid: int | str
+    vid: str
+    query: str
+    duration: float | None  # seconds; None until the video (or its features) says (Charades-STA text files)
+    windows: tuple[tuple[float, float], ...]  # relevant windows in seconds (may be empty for test splits)
+    clip_ids: tuple[int, ...] | None = None  # QVHighlights: the rated 2 s clips
+    saliency_scores: tuple[tuple[int, ...], ...] | None = None  # QVHighlights: ratings of each rated clip
+
+    def label(self) -> dict[str, Any]:
+        """The record in the official jsonl shape (what the training targets and the metrics read)."""
+        out: dict[str, Any] = dict(qid=self.qid, vid=self.vid, query=self.query, duration=self.duration,
+                                   relevant_windows=[list(w) for w in self.windows])
+        if self.clip_ids is not None and self.saliency_scores is not None:
+            out["relevant_clip_ids"] = list(self.clip_ids)
+            out["saliency_scores"] = [list(s) for s in self.saliency_scores]
+        return out
+
+    def with_duration(self, duration: float) -> MomentQuery:
+        return replace(self, duration=duration)
+
+
+@dataclass(frozen=True)
+class LabelledVideo:
+    """One video of a highlight-detection dataset (YouTube Highlights or TVSum) with its per-clip labels.
+
+    ``labels`` is one row per annotated clip: ``(match,)`` for YouTube Highlights (-1 / 1), the annotators'
+    ratings (1..5) for TVSum. ``label_seconds`` is the length of one annotated clip when the file says (duration /
+    clips), else None (the labels are then taken to be on the features' clip grid, as the official loaders do).
+    """
+
+    vid: str
+    query: str
+    kind: Literal["youtube", "tvsum"]
+    labels: tuple[tuple[float, ...], ...]
+    duration: float | None = None
+    label_seconds: float | None = None
+    domain: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.labels)
+
+    def saliency(self) -> list[float]:
+        """Per-clip training saliency in [0, 1]: YouTube (match + 1) / 2; TVSum (sum - n) / (4 n) over n
+        annotators rating 1..5 (the official (sum - 20) / 80 for its 20 annotators)."""
+        if self.kind == "youtube":
+            return [(row[0] + 1) / 2 for row in self.labels]
+        n = len(self.labels[0])
+        return [(sum(row) - n) / (4 * n) for row in self.labels]
+
+    def positive_clips(self, saliency: Sequence[float]) -> list[int]:
+        """Clips the contrastive anchor is drawn from: YouTube saliency > 0.5, TVSum saliency above its median
+        (torch's median of an even count is the lower middle value, as the official ``saliency.median()``)."""
+        if self.kind == "youtube":
+            return [i for i, s in enumerate(saliency) if s > 0.5]
+        ordered = sorted(saliency)
+        median = ordered[(len(ordered) - 1) // 2]
+        return [i for i, s in enumerate(saliency) if s > median]
+
+    def matches(self) -> list[float]:
+        """YouTube Highlights ``match`` labels (what :func:`models.evaluation.highlight_map` reads)."""
+        return [row[0] for row in self.labels]
+
+    def on_clips(self, num_clips: int, clip_seconds: float | None = None) -> LabelledVideo:
+        """The labels on a features grid of ``num_clips`` clips.
+
+        With both ``label_seconds`` and ``clip_seconds`` known and different (videos encoded at the model's rate,
+        not the dataset's), each clip takes the label of the annotated clip its centre falls in. Otherwise the
+        grids are the same: YouTube labels must have exactly ``num_clips`` rows, TVSum within 5 rows, cut to the
+        shorter (the official loaders' checks).
+        """
+        if num_clips <= 0:
+            raise AnnotationError(f"video {self.vid}: no feature clips")
+        resample = (clip_seconds is not None and self.label_seconds is not None
+                    and not math.isclose(clip_seconds, self.label_seconds, rel_tol=1e-3))
+        if resample:
+            assert clip_seconds is not None and self.label_seconds is not None
+            index = [min(self.num_clips - 1, int((j + 0.5) * clip_seconds / self.label_seconds))
+                     for j in range(num_clips)]
+            return replace(self, labels=tuple(self.labels[i] for i in index), label_seconds=clip_seconds)
+        slack = 0 if self.kind == "youtube" else 4
+        if abs(self.num_clips - num_clips) > slack:
+            raise AnnotationError(
+                f"video {self.vid}: {self.num_clips} annotated clips but the features have {num_clips} clips; "
+                + ("they must be equal (YouTube Highlights)" if slack == 0 else "they may differ by at most 4 (TVSum)")
+                + "; give the annotation's duration so labels can be mapped onto the clips by time")
+        return replace(self, labels=self.labels[:num_clips])
+
+
+@dataclass(frozen=True)
+class AnnotationSet:
+    """Everything one annotation file holds, in file order."""
+
+    format: str
+    source: str
+    moments: tuple[MomentQuery, ...] = ()
+    highlights: tuple[LabelledVideo, ...] = ()
+
+    @property
+    def kind(self) -> Literal["moments", "highlights"]:
+        return "highlights" if self.format in ("youtube", "tvsum") else "moments"
+
+    @property
+    def vids(self) -> list[str]:
+        """Distinct video ids in first-seen order."""
+        items: Iterable[MomentQuery | LabelledVideo] = self.highlights if self.kind == "highlights" else self.moments
+        return list(dict.fromkeys(item.vid for item in items))
+
+    def __len__(self) -> int:
+        return len(self.highlights) if self.kind == "highlights" else len(self.moments)
+
+
+# ------------------------------------------------------------------------------------------------------ readers
+
+
+def _number(value: object, what: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise AnnotationError(f"{where}: {what} must be a finite number, got {_shown(value)}")
+    return float(value)
+
+
+def _window(row: object, where: str) -> tuple[float, float]:
+    if not isinstance(row, list | tuple) or len(row) < 2:
+        raise AnnotationError(f"{where}: each relevant window must be [start, end] in seconds, got {_shown(row)}")
+    start, end = _number(row[0], "a window start", where), _number(row[1], "a window end", where)
+    if start < 0 or end < 0:
+        raise AnnotationError(f"{where}: window {_shown(row)} has a negative time")
+    return start, end
+
+
+def _moment_record(obj: object, where: str) -> MomentQuery:
+    if not isinstance(obj, dict):
+        raise AnnotationError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in ("qid", "vid", "query") if k not in obj]
+    if missing:
+        raise AnnotationError(f"{where}: missing {', '.join(missing)} (a query needs qid, vid, query, duration "
+                              "and relevant_windows)")
+    qid = obj["qid"]
+    if isinstance(qid, bool) or not isinstance(qid, int | str):
+        raise AnnotationError(f"{where}: qid must be an integer or a string, got {_shown(qid)}")
+    if not isinstance(obj["vid"], str) or not obj["vid"]:
+        raise AnnotationError(f"{where}: vid must be a non-empty string, got {_shown(obj['vid'])}")
+    if not isinstance(obj["query"], str) or not obj["query"].strip():
+        raise AnnotationError(f"{where}: query must be a non-empty string, got {_shown(obj['query'])}")
+    duration = obj.get("duration")
+    duration = None if duration is None else _number(duration, "duration", where)
+    if duration is not None and duration <= 0:
+        raise AnnotationError(f"{where}: duration must be > 0 seconds, got {duration}")
+    windows_raw = obj.get("relevant_windows", [])
+    if not isinstance(windows_raw, list):
+        raise AnnotationError(f"{where}: relevant_windows must be a list of [start, end], got {_shown(windows_raw)}")
+    windows = tuple(_window(w, where) for w in windows_raw)
+    clip_ids = scores = None
+    if "relevant_clip_ids" in obj or "saliency_scores" in obj:
+        ids, ratings = obj.get("relevant_clip_ids"), obj.get("saliency_scores")
+        if not isinstance(ids, list) or not isinstance(ratings, list) or len(ids) != len(ratings):
+            raise AnnotationError(f"{where}: relevant_clip_ids and saliency_scores must be lists of equal length")
+        if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise AnnotationError(f"{where}: relevant_clip_ids must be clip indices >= 0")
+        if not all(isinstance(r, list) and r and all(isinstance(x, int | float) for x in r) for r in ratings):
+            raise AnnotationError(f"{where}: each saliency_scores entry must be a list of ratings")
+        clip_ids, scores = tuple(ids), tuple(tuple(int(x) for x in r) for r in ratings)
+    return MomentQuery(qid=qid, vid=obj["vid"], query=obj["query"].strip(), duration=duration, windows=windows,
+                       clip_ids=clip_ids, saliency_scores=scores)
+
+
+def parse_qvhighlights(text: str, source: str = "<text>") -> AnnotationSet:
+    """JSON lines in the QVHighlights / official jsonl format (blank lines ignored)."""
+    items = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{source} line {number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise AnnotationError(f"{where}: not JSON ({err.msg} at column {err.colno})") from None
+        items.append(_moment_record(obj, where))
+    _check_unique([str(m.qid) for m in items], "qid", source)
+    return AnnotationSet("qvhighlights", source, moments=tuple(items))
+
+
+def parse_charades_sta(text: str, source: str = "<text>") -> AnnotationSet:
+    """Original Charades-STA lines ``VID START END##sentence``; qids are the line order (0, 1, ...), as the
+    official conversion numbers them."""
+    items = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{source} line {number}"
+        head, sep, sentence = line.partition("##")
+        parts = head.split()
+        if not sep or len(parts) != 3 or not sentence.strip():
+            raise AnnotationError(f"{where}: expected 'VID START END##sentence', got {_shown(line)}")
+        try:
+            start, end = float(parts[1]), float(parts[2])
+        except ValueError:
+            raise AnnotationError(f"{where}: START and END must be seconds, got {_shown(head)}") from None
+        window = _window([start, end], where)
+        items.append(MomentQuery(qid=len(items), vid=parts[0], query=sentence.strip(), duration=None,
+                                 windows=(window,)))
+    return AnnotationSet("charades-sta", source, moments=tuple(items))
+
+
+def _highlight_rows(value: object, kind: str, where: str) -> tuple[tuple[float, ...], ...]:
+    if not isinstance(value, list) or not value:
+        raise AnnotationError(f"{where}: '{'match' if kind == 'youtube' else 'anno'}' must be a non-empty list")
+    if kind == "youtube":
+        return tuple((_number(v, "a match label", where),) for v in value)
+    rows = []
+    for row in value:
+        if not isinstance(row, list) or not row:
+            raise AnnotationError(f"{where}: 'anno' must hold one list of annotator ratings per clip")
+        rows.append(tuple(_number(v, "a rating", where) for v in row))
+    if len({len(r) for r in rows}) != 1:
+        raise AnnotationError(f"{where}: every clip must have the same number of annotator ratings")
+    return tuple(rows)
+
+
+def _highlight_query(entry: dict[str, Any], kind: str, where: str) -> str:
+    if isinstance(entry.get("query"), str) and entry["query"].strip():
+        return str(entry["query"]).strip()  # our own files may name the query directly
+    if kind == "youtube":
+        info = entry.get("info")
+        if isinstance(info, list) and len(info) > 5 and isinstance(info[5], str) and info[5].strip():
+            return info[5].strip()
+        if isinstance(entry.get("domain"), str) and entry["domain"].strip():
+            return str(entry["domain"]).strip()
+        raise AnnotationError(f"{where}: no query: give 'query', 'domain' or the official 'info' list (info[5])")
+    if isinstance(entry.get("title"), str) and entry["title"].strip():
+        return str(entry["title"]).strip()
+    raise AnnotationError(f"{where}: no query: give 'title' (the official TVSum query) or 'query'")
+
+
+def _highlight_duration(entry: dict[str, Any], where: str) -> float | None:
+    if entry.get("duration") is not None:
+        duration = _number(entry["duration"], "duration", where)
+    elif entry.get("frames") is not None and entry.get("fps") is not None:
+        fps = _number(entry["fps"], "fps", where)
+        duration = _number(entry["frames"], "frames", where) / fps if fps > 0 else 0.0
+    else:
+        return None
+    if duration <= 0:
+        raise AnnotationError(f"{where}: the video's duration must be > 0 seconds")
+    return duration
+
+
+def parse_highlights(text: str, kind: Literal["youtube", "tvsum"], source: str = "<text>") -> AnnotationSet:
+    """A YouTube Highlights or TVSum annotation object ``{vid: entry}``."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise AnnotationError(f"{source}: not JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(document, dict) or not document:
+        raise AnnotationError(f"{source}: expected a JSON object mapping each video id to its annotation")
+    items = []
+    for vid, entry in document.items():
+        where = f"{source} video {_shown(vid)}"
+        if not isinstance(entry, dict):
+            raise AnnotationError(f"{where}: expected an object")
+        labels = _highlight_rows(entry.get("match" if kind == "youtube" else "anno"), kind, where)
+        duration = _highlight_duration(entry, where)
+        domain = entry.get("domain") if isinstance(entry.get("domain"), str) else None
+        items.append(LabelledVideo(vid=str(vid), query=_highlight_query(entry, kind, where), kind=kind,
+                                    labels=labels, duration=duration, domain=domain,
+                                    label_seconds=duration / len(labels) if duration else None, extra=entry))
+    return AnnotationSet(kind, source, highlights=tuple(items))
+
+
+def _check_unique(keys: list[str], what: str, source: str) -> None:
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            raise AnnotationError(f"{source}: {what} {_shown(key)} appears more than once")
+        seen.add(key)
+
+
+def detect_format(text: str, name: str = "") -> str:
+    """Guess the format from the content (and the file name): JSON object -> youtube / tvsum by its entries,
+    JSON lines -> qvhighlights, ``##`` lines -> charades-sta."""
+    stripped = text.lstrip()
+    if stripped.startswith("{") and not name.endswith(".jsonl"):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError:
+            document = None
+        if isinstance(document, dict) and document and all(isinstance(v, dict) for v in document.values()):
+            first = next(iter(document.values()))
+            if "match" in first:
+                return "youtube"
+            if "anno" in first:
+                return "tvsum"
+        if isinstance(document, dict) and "qid" in document:
+            return "qvhighlights"  # a one-line jsonl file
+    first_line = next((line for line in text.splitlines() if line.strip()), "")
+    if "##" in first_line and not first_line.lstrip().startswith("{"):
+        return "charades-sta"
+    if first_line.lstrip().startswith("{"):
+        return "qvhighlights"
+    raise AnnotationError(f"{name or 'the annotations'}: cannot tell the format; name it ({', '.join(FORMATS)})")
+
+
+def parse_annotations(text: str, format: str = "auto", source: str = "<text>") -> AnnotationSet:
+    """Parse annotation text in one of :data:`FORMATS` (``"auto"``: :func:`detect_format`)."""
+    fmt = detect_format(text, source) if format == "auto" else format
+    if fmt == "qvhighlights":
+        return parse_qvhighlights(text, source)
+    if fmt == "charades-sta":
+        return parse_charades_sta(text, source)
+    if fmt in ("youtube", "tvsum"):
+        return parse_highlights(text, fmt, source)  # type: ignore[arg-type]
+    raise AnnotationError(f"unknown annotation format {_shown(fmt)}; one of {', '.join(FORMATS)} or auto")
+
+
+def read_annotation_set(path: str | PathLike[str], format: str = "auto") -> AnnotationSet:
+    """Read an annotation file into training records (see :func:`parse_annotations`)."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise AnnotationError(f"cannot read annotations {file}: {err}") from err
+    return parse_annotations(text, format, str(file))
+
+
+# ------------------------------------------------------------------------------------------------------ splits
+
+
+def read_split_file(path: str | PathLike[str], domain: str | None = None) -> dict[str, list[str]]:
+    """Video ids per split from ``{"train": [...], "val": [...]}`` or ``{domain: {"train": ..., "val": ...}}``."""
+    file = Path(path)
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise AnnotationError(f"cannot read splits {file}: {err}") from err
+    if isinstance(document, dict) and domain is not None and domain in document:
+        document = document[domain]
+    if not isinstance(document, dict) or not any(k in document for k in ("train", "val")):
+        hint = f" (domain {domain!r} not found)" if domain else " (or name a --domain)"
+        raise AnnotationError(f"{file}: expected {{\"train\": [...], \"val\": [...]}}{hint}")
+    out = {}
+    for split in ("train", "val"):
+        vids = document.get(split, [])
+        if not isinstance(vids, list) or not all(isinstance(v, str) for v in vids):
+            raise AnnotationError(f"{file}: '{split}' must be a list of video ids")
+        out[split] = list(vids)
+    return out
+
+
+def select(annotations: AnnotationSet, vids: Iterable[str]) -> AnnotationSet:
+    """The annotations of the listed videos only (in file order); unknown ids are an error."""
+    wanted = list(vids)
+    known = set(annotations.vids)
+    unknown = [v for v in wanted if v not in known]
+    if unknown:
+        raise AnnotationError(f"{annotations.source}: {len(unknown)} listed video(s) have no annotation, e.g. "
+                              f"{', '.join(map(_shown, unknown[:3]))}")
+    keep = set(wanted)
+    return replace(annotations, moments=tuple(m for m in annotations.moments if m.vid in keep),
+                   highlights=tuple(h for h in annotations.highlights if h.vid in keep))
+

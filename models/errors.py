@@ -10,8 +10,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from .datasets import AnnotationError
     from .engine import UnknownPreprocessError
     from .eval_runner import EvaluationError
+    from .training.checkpoints import TrainingCheckpointError
+    from .training.labels import TrainingLabelError
     from .video import VideoError
-    from .zoo import ChecksumError, UnknownModelError, WeightsUnavailableError
+    from .zoo import ChecksumError, RegistryError, UnknownModelError, WeightsUnavailableError
 
     return (CheckpointError, ClipLoadError, VideoError, ChecksumError, UnknownModelError, WeightsUnavailableError,
-            FileNotFoundError, AnnotationError, UnknownPreprocessError, EvaluationError)
+            FileNotFoundError, AnnotationError, UnknownPreprocessError, EvaluationError, TrainingLabelError,
+            TrainingCheckpointError, RegistryError)

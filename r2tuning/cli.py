@@ -1,17 +1,18 @@
-"""The ``r2tuning`` command: ground, models, download, missing, eval, serve, worker, healthcheck, bench."""
+"""The ``r2tuning`` command: ground, models, download, missing, eval, train, serve, worker, healthcheck, bench."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import engine_commands, service_commands
+from . import engine_commands, service_commands, train_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r2tuning", description="R2-Tuning video temporal grounding.")
     sub = parser.add_subparsers(dest="command", required=True)
     engine_commands.add_subcommands(sub)
+    train_commands.add_subcommands(sub)
     service_commands.add_subcommands(sub)
     p = sub.add_parser("bench", help="run the benchmark harness (`r2tuning bench --help` for its options)",
                        add_help=False)

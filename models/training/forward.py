@@ -31,7 +31,7 @@ class TrainOutput:
     """Everything the official ``BundleLoss`` reads from the forward."""
 
     out_class: Tensor  # (B, Npts) class logits of every pyramid point, levels fine -> coarse
-    out_coord: Tensor  # (B, Npts, 2) exp(coord) * coef: distances to start / end in units of the level stride
+    out_coord: Tensor | None  # (B, Npts, 2) exp(coord) * coef, distances to start / end in strides; None: no head
     level_sizes: list[int]  # points per pyramid level
     strides: list[int]  # stride of each level that exists for Tmax
     pyramid_mask: Tensor  # (B, Npts) int64, 1 where the point covers at least one real clip
@@ -129,16 +129,17 @@ def level_masks(video_mask: Tensor, strides: list[int]) -> Tensor:
 def forward_train(model: R2Tuning, batch: TrainBatch, reg: Regularizer | None = None) -> TrainOutput:
     """Everything ``model(data, mode='train')`` computes before its loss, with autograd.
 
-    ``reg`` decides dropout / drop-path (default: none, i.e. the official model in ``eval()``).
+    ``reg`` decides dropout / drop-path (default: none, i.e. the official model in ``eval()``). Highlight-only
+    models (no coordinate head) give ``out_coord=None``.
     """
-    if model.coord_head is None:
-        raise ValueError("training is implemented for moment checkpoints (with a coordinate head) only")
     reg = reg or NoRegularization()
     video, query, video_mask, query_mask = split_layers(batch, model)
     refined, q_last, coll_v, coll_q = r2_block_train(model.adapter, video, query, video_mask, query_mask, reg)
     levels, strides, refined = model.pyramid(refined)
     out_class = torch.cat([model.class_head(x) for x in levels], dim=1)[..., 0]  # (B, Npts)
-    out_coord = torch.cat([model.coord_head(x).exp() * model.coef[i] for i, x in enumerate(levels)], dim=1)
+    out_coord = None
+    if model.coord_head is not None:
+        out_coord = torch.cat([model.coord_head(x).exp() * model.coef[i] for i, x in enumerate(levels)], dim=1)
     return TrainOutput(
         out_class=out_class,
         out_coord=out_coord,

@@ -22,6 +22,14 @@ def focal_loss(logits: Tensor, target: Tensor, weight: Tensor, alpha: float, gam
     return (loss * weight).sum() / weight.sum()
 
 
+def bce_loss(logits: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """nncore DynamicBCELoss with ``avg_factor``: binary cross-entropy with logits weighted per element, summed,
+    divided by ``weight.sum()`` (the real clips). Soft targets in [0, 1] are allowed (TVSum's saliency)."""
+    weight = weight.to(logits.dtype)
+    loss = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), weight=weight, reduction="sum")
+    return loss / weight.sum()
+
+
 def l1_loss(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
     """nncore L1Loss with a 0/1 weight, averaged over the weight's sum (positives x 2 coordinates).
 

@@ -1,6 +1,7 @@
 """The models this deployment serves, as the live workers describe them in their heartbeats.
 
-The API never reads weights or the model zoo: a model exists when ``R2_MODELS`` names it, and what it can do
+The API never reads weights or the model zoo: a model exists when ``R2_MODELS`` names it or a live worker
+announces it in its heartbeat (models trained through ``POST /v1/models/{name}/train``), and what it can do
 (moments or saliency only, its domain, its fps) comes from the :class:`ModelCard` a worker loading it reports.
 Heartbeats are read at most once per ``refresh_s`` on the request path, so a warm query costs no Redis round
 trip here; readiness always reads them fresh.
@@ -35,11 +36,17 @@ class Catalog:
     def _views(self, name: str, workers: list[WorkerInfo]) -> list[WorkerModel]:
         return [w.models[name] for w in workers if name in w.models]
 
+    def served(self, fresh: bool = False) -> list[str]:
+        """The configured models, then the trained ones live workers announce (in heartbeat order)."""
+        trained = [n for w in self.workers(fresh) for n in w.models if n not in self.settings.models]
+        return [*self.settings.models, *dict.fromkeys(trained)]
+
     def name(self, requested: str | None) -> str:
         """The model a request means (the default when it names none); 404 when it is not served here."""
         name = requested or self.settings.model_name
-        if name not in self.settings.models:
-            raise NotFound(f"model {name[:100]!r} is not served here; served: {', '.join(self.settings.models)} "
+        # A model trained a moment ago may be newer than the cached heartbeats: read them again before a 404.
+        if name not in self.settings.models and name not in self.served() and name not in self.served(fresh=True):
+            raise NotFound(f"model {name[:100]!r} is not served here; served: {', '.join(self.served())} "
                            "(GET /v1/models)", code="unknown_model")
         return name
 
@@ -50,7 +57,7 @@ class Catalog:
     def infos(self) -> list[ModelInfo]:
         workers = self.workers()
         out = []
-        for name in self.settings.models:
+        for name in self.served():
             views = self._views(name, workers)
             card = next((v.card for v in views if v.card is not None), None)
             missing = sorted({f for v in views if not v.loaded for f in v.missing_files})

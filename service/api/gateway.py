@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from service.contract.errors import Conflict, InvalidRequest, NotFound, ServiceError, Unavailable
+from service.contract.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    Unavailable,
+)
 from service.contract.schemas import (
     PREPROCESS_PATTERN,
     Job,
@@ -27,6 +34,7 @@ from service.contract.schemas import (
     ModelCard,
     Pending,
     Status,
+    TrainRequest,
     VideoRecord,
 )
 from service.contract.settings import Settings
@@ -38,6 +46,7 @@ from .uploads import Upload
 T = TypeVar("T")
 
 _VIDEO_ID_CHARS = frozenset("0123456789abcdef")
+_MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # the zoo's rule (models.zoo.spec)
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -234,6 +243,54 @@ class Gateway:
         return Pending(status=record.status, video_id=video_id, job_id=record.job_id,
                        retry_after=self._retry_after(),
                        message="the answer is being computed; repeat the same request to get it")
+
+    # ------------------------------------------------------------------------------------------------ training
+
+    def training_ttl_s(self) -> int:
+        """A training job's record lives through its whole run (each progress update restarts this)."""
+        return int(self.settings.train_max_seconds + self.settings.result_ttl_s)
+
+    def submit_training(self, name: str, body: TrainRequest) -> JobRecord:
+        """Check a training request against the limits and queue it (the worker checks the annotations)."""
+        s = self.settings
+        if not _MODEL_NAME_RE.fullmatch(name):
+            raise InvalidRequest(f"model name {name[:80]!r} must be 1-64 letters, digits, '.', '_' or '-', starting "
+                                 "with a letter or digit", code="invalid_model_name")
+        if name in s.models:
+            raise Conflict(f"model {name!r} is configured (R2_MODELS); train under another name",
+                           code="model_exists")
+        size = len(body.annotations.encode()) + len((body.val_annotations or "").encode())
+        if size > s.train_max_annotation_bytes:
+            raise PayloadTooLarge(f"the annotations are {size} bytes; at most {s.train_max_annotation_bytes} "
+                                  "(R2_TRAIN_MAX_ANNOTATION_BYTES)", code="annotations_too_large")
+        if body.epochs is not None and body.epochs > s.train_max_epochs:
+            raise InvalidRequest(f"{body.epochs} epochs; at most {s.train_max_epochs} (R2_TRAIN_MAX_EPOCHS)",
+                                 code="too_many_epochs")
+        if body.max_seconds is not None and body.max_seconds > s.train_max_seconds:
+            raise InvalidRequest(f"max_seconds {body.max_seconds:g}; at most {s.train_max_seconds:g} "
+                                 "(R2_TRAIN_MAX_SECONDS)", code="training_too_long")
+        if len(body.videos) > s.train_max_videos:
+            raise InvalidRequest(f"{len(body.videos)} videos; at most {s.train_max_videos} (R2_TRAIN_MAX_VIDEOS)",
+                                 code="too_many_videos")
+        base, _ = self.model(body.base_model)
+        if base == name:
+            raise InvalidRequest("a model cannot be its own base model", code="invalid_request")
+        for vid, video_id in body.videos.items():
+            record = self.video(video_id)
+            if record.status != Status.ready:
+                raise Conflict(f"video {video_id} (annotation video {vid[:80]!r}) is {record.status.value}; train "
+                               "once it is ready", code="video_not_ready")
+        self.catalog.require_available(base)
+        job = Job(job_id=uuid.uuid4().hex, kind=JobKind.train, video_id=base, model=name,
+                  train=body.model_copy(update=dict(base_model=base)))
+        return self.backend.jobs.submit(job, self.training_ttl_s())
+
+    def training(self, name: str, job_id: str) -> JobRecord:
+        record = self.backend.jobs.get(job_id) if len(job_id) <= 64 else None
+        if record is None or record.kind != JobKind.train or record.model != name:
+            raise NotFound(f"no training job {job_id[:80]!r} for model {name[:80]!r} (it never existed, or finished "
+                           f"more than {self.settings.result_ttl_s} s ago)", code="unknown_job")
+        return record
 
     def _retry_after(self) -> int:
         return max(1, min(30, round(self.settings.moments_wait_s / 2) or 1))

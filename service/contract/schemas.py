@@ -39,10 +39,12 @@ class Status(StrEnum):
 
 
 class JobKind(StrEnum):
-    """``encode``: decode and encode an uploaded video into the feature cache. ``ground``: answer queries."""
+    """``encode``: decode and encode an uploaded video into the feature cache. ``ground``: answer queries.
+    ``train``: train a model on uploaded videos (``POST /v1/models/{name}/train``)."""
 
     encode_video = "encode"  # not ``encode``: that would shadow str.encode
     ground = "ground"
+    train = "train"
 
 
 class Mode(StrEnum):
@@ -297,6 +299,72 @@ class Readiness(BaseModel):
     models: list[str] = Field(description="configured models, all loaded by a live worker")
 
 
+# ---------------------------------------------------------------------------------------------------------- training
+
+AnnotationFormat = Literal["auto", "qvhighlights", "charades-sta", "youtube", "tvsum"]
+
+
+class TrainRequest(BaseModel):
+    """Train a model on uploaded videos: ``POST /v1/models/{name}/train``.
+
+    ``annotations`` is the content of an annotation file in an official format (QVHighlights / Charades jsonl,
+    Charades-STA text, YouTube Highlights or TVSum json). Its video ids are uploaded video ids, or are mapped to
+    them by ``videos``. Every video must be uploaded for ``base_model`` (``POST /v1/videos`` with that model) and
+    ready. The trained model is served under ``name`` as soon as the job is ready.
+    """
+
+    annotations: str = Field(min_length=1, description="the annotation file's content (limit: R2_TRAIN_MAX_"
+                                                       "ANNOTATION_BYTES)")
+    format: AnnotationFormat = "auto"
+    val_annotations: str | None = Field(None, description="validation annotations, same format; scored each epoch")
+    videos: dict[str, str] = Field(default_factory=dict,
+                                   description="annotation video id -> uploaded video id (default: they are equal)")
+    base_model: str | None = Field(None, description="served model whose CLIP, frames and architecture are used "
+                                                     "(default: the service's default model)")
+    preset: Literal["qvhighlights", "charades", "youtube", "tvsum"] | None = Field(
+        None, description="official training config (default: from the annotation format)")
+    init: Literal["fresh", "base"] = Field("fresh", description="fresh: official initialisation; base: fine-tune "
+                                                                "the base model's weights")
+    epochs: int | None = Field(None, ge=1, description="default: the preset's, at most R2_TRAIN_MAX_EPOCHS")
+    batch_size: int | None = Field(None, ge=1, le=1024)
+    lr: float | None = Field(None, gt=0, le=1)
+    warmup_iters: int | None = Field(None, ge=0, le=100_000)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_seconds: float | None = Field(None, gt=0, description="training time limit (at most R2_TRAIN_MAX_SECONDS)")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"annotations": '{"qid": 0, "vid": "9f86d0...", "query": "a dog runs", "duration": 30, '
+                        '"relevant_windows": [[4, 10]]}\n', "base_model": "qvhighlights", "epochs": 5}]})
+
+
+class TrainingStatus(BaseModel):
+    """A training job: ``POST /v1/models/{name}/train`` and ``GET /v1/models/{name}/train/{job_id}``."""
+
+    job_id: str
+    model: str = Field(description="the model being trained (served under this name once ready)")
+    base_model: str
+    status: Status
+    progress: float = Field(ge=0, le=1, description="share of the training iterations done")
+    stage: str | None = Field(None, description="queued, features, training, done")
+    epoch: int | None = Field(None, description="epochs completed")
+    epochs: int | None = None
+    iteration: int | None = None
+    iterations: int | None = None
+    loss: float | None = Field(None, description="loss of the last iteration")
+    metrics: dict[str, float] | None = Field(None, description="the last validation (if validation annotations)")
+    initial_metrics: dict[str, float] | None = Field(None, description="validation before the first step")
+    result: dict[str, Any] | None = Field(None, description="once ready: epochs, best epoch, metrics, stop reason")
+    error: ErrorDetail | None = None
+    created_at: float
+    updated_at: float
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"job_id": "2f1c9a6e0b7d4e1f", "model": "my-model", "base_model": "qvhighlights", "status": "processing",
+         "progress": 0.4, "stage": "training", "epoch": 2, "epochs": 5, "iteration": 120, "iterations": 300,
+         "loss": 1.02, "metrics": {"MR-full-R1@0.5": 41.3}, "initial_metrics": {"MR-full-R1@0.5": 9.4},
+         "result": None, "error": None, "created_at": 1.7e9, "updated_at": 1.7e9}]})
+
+
 # ---------------------------------------------------------------------------------------------------------- queue
 
 
@@ -315,6 +383,8 @@ class Job(BaseModel):
     budget: float | None = None
     preprocess: str | None = None
     """Frame pipeline to encode the video with (None: the model's default)."""
+    train: TrainRequest | None = None
+    """Train jobs: the request (``model`` is the new model's name, ``video_id`` the base model)."""
     created_at: float = Field(default_factory=time.time)
 
 
@@ -390,5 +460,20 @@ class JobRecord(BaseModel):
     error_message: str | None = None
     error_status: int | None = None
     seconds: dict[str, float] = Field(default_factory=dict, description="time per stage: decode/encode/ground")
+    progress: float = 0.0
+    detail: dict[str, Any] | None = None
+    """Where a long job stands (train jobs: stage, epoch, iteration, loss, metrics), updated while it runs."""
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
+
+    def training_status(self, base_model: str) -> TrainingStatus:
+        detail = self.detail or {}
+        error = ErrorDetail(code=self.error_code, message=self.error_message or "") if self.error_code else None
+        return TrainingStatus(
+            job_id=self.job_id, model=self.model, base_model=base_model, status=self.status,
+            progress=min(1.0, max(0.0, self.progress)),
+            stage="done" if self.status.finished else detail.get("stage", self.status.value),
+            epoch=detail.get("epoch"), epochs=detail.get("epochs"), iteration=detail.get("iteration"),
+            iterations=detail.get("iterations"), loss=detail.get("loss"), metrics=detail.get("metrics"),
+            initial_metrics=detail.get("initial_metrics"), result=self.result, error=error,
+            created_at=self.created_at, updated_at=self.updated_at)

@@ -142,6 +142,24 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of the API and the workers."""
 
+    # --- training (POST /v1/models/{name}/train) ----------------------------------------------------------------
+    training_dir: Path | None = None
+    """Where trained models and their training state live, one folder per model name (a volume every worker
+    mounts, so any worker serves a trained model and a training survives its worker); default:
+    ``<checkpoint dir>/trained``."""
+    train_max_epochs: int = Field(100, ge=1, le=100_000)
+    """Most epochs one training job may run (a request asking for more gets 422; the preset's default is cut)."""
+    train_max_seconds: float = Field(3600.0, gt=0, le=7 * 24 * 3600)
+    """Wall-clock limit of one training job; it stops with what it learned so far (a checkpoint and the model)."""
+    train_max_memory_bytes: int = Field(4 * GiB, ge=256 * MiB, le=1 << 40)
+    """Resident memory the training process may use; past it the worker stops it and the job fails."""
+    train_threads: int = Field(1, ge=1, le=256)
+    """CPU threads of the training process (the worker's query answering keeps the rest)."""
+    train_max_annotation_bytes: int = Field(4 * MiB, ge=1 * KiB, le=256 * MiB)
+    """Largest annotation text of a training request (413 ``annotations_too_large``)."""
+    train_max_videos: int = Field(2000, ge=1, le=1_000_000)
+    """Most distinct videos one training job may use (422 ``too_many_videos``)."""
+
     # ------------------------------------------------------------------------------------------------ validators
 
     @field_validator("models", "api_keys", mode="before")

@@ -125,6 +125,11 @@ class JobStore(ABC):
         in one step."""
 
     @abstractmethod
+    def update(self, job_id: str, ttl_s: int, **fields: Any) -> bool:
+        """Change fields of a job's record (a long job's progress) and restart its TTL; False when the record is
+        gone (nothing is written then)."""
+
+    @abstractmethod
     def release(self, deliveries: list[Delivery]) -> None:
         """Give jobs back unrun so any worker can take them (a worker keeps only what it runs next)."""
 

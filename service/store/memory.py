@@ -340,6 +340,15 @@ class MemoryJobStore(JobStore):
                     loop.call_soon_threadsafe(_resolve, future)
         self._metrics.add_metrics(metrics or {})
 
+    def update(self, job_id: str, ttl_s: int, **fields: Any) -> bool:
+        with self._cond:
+            raw = self._records.get(job_id)
+            if raw is None:
+                return False
+            raw.update(_plain({**fields, "updated_at": time.time()}))
+            self._records.put(job_id, raw, ttl_s)
+            return True
+
     def release(self, deliveries: list[Delivery]) -> None:
         with self._cond:
             for d in reversed(deliveries):  # back at the front, in their order

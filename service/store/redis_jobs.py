@@ -121,6 +121,14 @@ for j = 4 + 5 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV
 return n
 """
 
+# KEYS: job record. ARGV: ttl, fields... Like _UPDATE, and restarts the record's TTL (a long job's progress).
+_PROGRESS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
 # KEYS: shared queue, own-queue set, worker index, live-worker zset, heartbeats, the orphan's own queue.
 # ARGV: orphaned worker id. Moves every entry of the orphan's own queue (waiting or in its hands) to the shared
 # queue, then forgets the worker.
@@ -164,6 +172,7 @@ class RedisJobStore(JobStore):
         self._begin = client.register_script(_BEGIN)
         self._finish = client.register_script(_FINISH)
         self._adopt = client.register_script(_ADOPT)
+        self._progress = client.register_script(_PROGRESS)
         self._groups: set[str] = set()
         self._owners: list[str] | None = None  # workers with an own queue, as last seen (submit checks it)
 
@@ -347,6 +356,10 @@ class RedisJobStore(JobStore):
         for name, amount in (metrics or {}).items():
             args += [name, amount]
         self._finish(keys=keys, args=args)
+
+    def update(self, job_id: str, ttl_s: int, **fields: Any) -> bool:
+        flat = [item for pair in encode_fields({**fields, "updated_at": time.time()}).items() for item in pair]
+        return bool(self._progress(keys=[self.keys.job(job_id)], args=[int(ttl_s), *flat]))
 
     def release(self, deliveries: list[Delivery]) -> None:
         # Re-added as new entries of the shared queue and the taken ones removed, in one transaction: the job is

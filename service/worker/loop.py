@@ -29,13 +29,14 @@ from pathlib import Path
 
 from service.contract.errors import Unavailable
 from service.contract.metrics import JOBS_RECLAIMED, MetricsBatch
-from service.contract.schemas import WorkerInfo
+from service.contract.schemas import JobKind, WorkerInfo
 from service.contract.settings import Settings
 from service.store.backend import Backend, open_backend
 from service.store.jobs import Delivery, Outcome
 
 from .models import Models
 from .pipeline import Pipeline
+from .training import TrainingRunner
 
 log = logging.getLogger("service.worker")
 
@@ -68,6 +69,7 @@ class Worker:
         self.scratch_root = Path(settings.upload_dir or tempfile.gettempdir())
         self.scratch = self.scratch_root / f"{_SCRATCH_PREFIX}{self.worker_id}"
         self.pipeline = Pipeline(settings, self.backend, self.models, self.worker_id, self.scratch)
+        self.training = TrainingRunner(settings, self.backend, self.models, self.worker_id, announce=self.beat)
         self._stop = threading.Event()
         self._beat_stop = threading.Event()
         self._lock = threading.Lock()
@@ -101,6 +103,8 @@ class Worker:
             wake()
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):  # a training in hand checkpoints and goes back to the queue
+            self.training.shutdown()
         self._beat_stop.set()
         if self._beat_thread is not None:
             self._beat_thread.join(5)
@@ -131,7 +135,8 @@ class Worker:
 
     def info(self) -> WorkerInfo:
         with self._lock:
-            running = [d.job.job_id for d in self._in_flight.values() if d.job is not None]
+            running = [d.job.job_id for d in [*self._in_flight.values(), *self.training.in_hand()]
+                       if d.job is not None]
         return WorkerInfo(worker_id=self.worker_id, host=socket.gethostname(), pid=os.getpid(),
                           device=self.models.device, started_at=self.started_at, seen_at=time.time(),
                           models=dict(self.models.status), running=running)
@@ -140,7 +145,7 @@ class Worker:
         """Refresh the heartbeat key and the claims on the jobs in hand (so nobody takes them over)."""
         with self._lock:
             in_hand = list(self._in_flight.values())
-        self.backend.jobs.extend(self.worker_id, in_hand)
+        self.backend.jobs.extend(self.worker_id, in_hand + self.training.in_hand())
         self.backend.records.heartbeat(self.info(), self.settings.heartbeat_ttl_s)
 
     def _beat_loop(self) -> None:
@@ -165,6 +170,7 @@ class Worker:
         s = self.settings
         jobs = self.backend.jobs
         deliveries: list[Delivery] = []
+        self.training.poll()  # a training runs in its own process: this only moves it forward
         now = time.monotonic()
         if now - self._last_reclaim >= min(s.heartbeat_interval_s, s.visibility_timeout_s / 2):
             self._last_reclaim = now
@@ -178,8 +184,11 @@ class Worker:
             if self.backend.cold is not None and now - self._last_sweep >= s.cold_sweep_interval_s:
                 self._last_sweep = now
                 self.sweep_cold()
-            if not self.models.complete and now - self._last_model_retry > _MODEL_RETRY_S:
-                self.models.load([n for n, m in self.models.status.items() if not m.loaded])
+            if now - self._last_model_retry > _MODEL_RETRY_S:
+                if self.models.complete:
+                    self.models.discover_trained()  # models other workers trained since
+                else:
+                    self.models.load([n for n in s.models if not self.models.status[n].loaded])
                 self._last_model_retry = time.monotonic()
             return 0
         with self._holding(deliveries):
@@ -215,12 +224,14 @@ class Worker:
     def heavy(self, delivery: Delivery) -> bool:
         """Whether the job needs a video decoded (neither its state nor its features are at hand)."""
         job = delivery.job
+        if job is None or job.kind == JobKind.train:
+            return False  # dropped at once; a training runs in its own process
         try:
-            grounder = self.models.get(job.model, job.preprocess) if job is not None else None
+            grounder = self.models.get(job.model, job.preprocess)
         except Exception:
             grounder = None
-        if job is None or grounder is None:
-            return False  # fails or is dropped at once
+        if grounder is None:
+            return False  # fails at once
         if grounder.holds(f"{job.video_id}:{grounder.feature_id}"):
             return False
         return not self.backend.features.exists(job.video_id, grounder.feature_id)
@@ -245,6 +256,8 @@ class Worker:
         for d, attempts in zip(deliveries, jobs.begin(self.worker_id, deliveries), strict=True):
             if d.job is None or attempts == 0:  # not a job, or its record expired: nobody waits for it
                 dropped.append(Outcome(d))
+            elif d.job.kind == JobKind.train and attempts <= self.settings.job_max_attempts:
+                self.training.accept(d)  # runs in its own process; the runner finishes it
             elif attempts > self.settings.job_max_attempts:
                 err = Unavailable(
                     f"job {d.job.job_id} was given up after {attempts - 1} attempts: each time the worker running "

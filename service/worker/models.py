@@ -48,10 +48,11 @@ class Models:
         self.status: dict[str, WorkerModel] = {
             name: WorkerModel(loaded=False, loading=True, message="the worker is loading this model")
             for name in settings.models}
+        self._trained: dict[str, str] = {}  # trained model name -> checkpoint path it was loaded from
 
     @property
     def complete(self) -> bool:
-        return all(m.loaded for m in self.status.values())
+        return all(self.status[name].loaded for name in self.settings.models)
 
     def load(self, names: Sequence[str] | None = None) -> None:
         """Load (fetching weights when allowed) each configured model; failures are reported, not raised."""
@@ -82,6 +83,42 @@ class Models:
             self.status[name] = WorkerModel(loaded=True, card=card_of(spec), feature_id=grounder.feature_id)
             log.info("model %s loaded on %s (%s), feature id %s", name, self.device, self.precision,
                      grounder.feature_id)
+        self.discover_trained()
+
+    # ------------------------------------------------------------------------------------------------ trained
+
+    def trained_root(self) -> Path:
+        return Path(self.settings.training_dir) if self.settings.training_dir else zoo.checkpoint_dir() / "trained"
+
+    def add_trained(self, spec: zoo.ModelSpec) -> None:
+        """Load (or reload, after a new training) a model trained by the service and announce it."""
+        zoo.register_model(spec, overwrite=True)
+        grounder = Grounder.from_spec(spec, device=self.device, precision=self.precision, download=False)
+        self.grounders[spec.name] = grounder
+        self.status[spec.name] = WorkerModel(loaded=True, card=card_of(spec), feature_id=grounder.feature_id)
+        self._trained[spec.name] = spec.path or ""
+        log.info("trained model %s loaded from %s", spec.name, spec.path)
+
+    def discover_trained(self) -> None:
+        """Load the models trained by the service (``<training dir>/<name>/model.json``) this worker lacks or holds
+        in an older version; one that cannot be loaded is reported, not raised."""
+        root = self.trained_root()
+        if not root.is_dir():
+            return
+        for entry in sorted(root.glob("*/model.json")):
+            try:
+                specs = zoo.load_registry_file(entry, overwrite=True)
+            except Exception as err:
+                log.warning("cannot read trained model %s: %s", entry, err)
+                continue
+            for spec in specs:
+                if spec.name in self.settings.models or self._trained.get(spec.name) == spec.path:
+                    continue
+                try:
+                    self.add_trained(spec)
+                except Exception as err:
+                    log.warning("cannot load trained model %s: %s", spec.name, err)
+                    self.status[spec.name] = WorkerModel(loaded=False, card=card_of(spec), message=classify(err)[2])
 
     def get(self, name: str, preprocess: str | None = None) -> Grounder:
         """The loaded model (with frames made by ``preprocess``; None: its default pipeline), the 503 that says
@@ -91,6 +128,10 @@ class Models:
                 return self.grounders[name].variant(preprocess=preprocess)
             except UnknownPreprocessError as err:
                 raise InvalidRequest(str(err), code="unknown_preprocess") from None
+        if name not in self.settings.models:  # perhaps trained since this worker started (by another worker)
+            self.discover_trained()
+            if name in self.grounders:
+                return self.get(name, preprocess)
         status = self.status.get(name)
         if status is None:
             raise Unavailable(f"this worker does not serve model {name!r}", code="model_not_loaded")

@@ -61,6 +61,17 @@ def test_jobs_go_out_in_order_and_leave_when_finished(jobs) -> None:
 
 
 @pytest.mark.redis
+def test_progress_updates_a_running_job_and_never_resurrects_one(jobs) -> None:
+    submit(jobs, 0)
+    (taken,) = jobs.take("w1", count=1, block_s=0.5)
+    jobs.begin("w1", [taken])
+    assert jobs.update("job0", 600, progress=0.5, detail={"stage": "training", "epoch": 2}) is True
+    record = jobs.get("job0")
+    assert record.status == Status.processing and record.progress == 0.5 and record.detail["epoch"] == 2
+    assert jobs.update("nope", 600, progress=1.0) is False and jobs.get("nope") is None
+
+
+@pytest.mark.redis
 def test_full_queue_refuses_and_nothing_is_trimmed(jobs) -> None:
     submit(jobs, 0, 1, 2)
     with pytest.raises(QueueFull):
