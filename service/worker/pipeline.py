@@ -209,7 +209,8 @@ class Pipeline:
                                               max_pixels=s.max_pixels, progress=report, stage=stages,
                                               on_frames=thumbs.add)
         clips = int(features.shape[1])
-        return Video(info=info, features=features, thumbnails=thumbs.jpegs if len(thumbs.jpegs) == clips else None)
+        return Video(info=info, features=features,
+                     thumbnails=thumbs.jpegs if thumbs.jpegs and len(thumbs.jpegs) == clips else None)
 
     def set_encoding(self, video_id: str, grounder: Grounder, **fields: Any) -> None:
         """The video's entry for this model (``models`` in its status): one hash field, written whole."""
