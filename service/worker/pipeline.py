@@ -241,19 +241,23 @@ class Pipeline:
             record = records.get_video(video_id)
             clips = int(video.features.shape[1])
             owned = record is not None and self.owns_record(record, grounder)
+            update: dict[str, Any] = {}
             if record is not None and owned and record.status != Status.ready:
-                records.update_video(video_id, status=Status.ready, progress=1.0, duration=video.info.duration,
-                                     num_clips=clips, clip_seconds=1.0 / grounder.spec.fps,
-                                     preprocess=grounder.spec.preprocess, error_code=None, error_message=None,
-                                     error_status=None)
+                update.update(status=Status.ready, progress=1.0, duration=video.info.duration, num_clips=clips,
+                              clip_seconds=1.0 / grounder.spec.fps, preprocess=grounder.spec.preprocess,
+                              error_code=None, error_message=None, error_status=None)
             entry = record.encodings.get(grounder.spec.name) if record is not None else None
             fresh = video.thumbnails is not None  # just encoded: thumbnails (re)made with these features
             if record is not None and (owned or record.model != grounder.spec.name) and (
                     fresh or entry is None or entry.status != Status.ready or entry.feature_id != grounder.feature_id):
                 kept = len(video.thumbnails or []) if fresh else (entry.thumbnails if entry is not None and
                                                                    entry.feature_id == grounder.feature_id else 0)
-                self.set_encoding(video_id, grounder, status=Status.ready, progress=1.0, num_clips=clips,
-                                  clip_seconds=1.0 / grounder.spec.fps, thumbnails=kept)
+                ready = EncodingRecord(status=Status.ready, progress=1.0, preprocess=grounder.spec.preprocess,
+                                       feature_id=grounder.feature_id, num_clips=clips,
+                                       clip_seconds=1.0 / grounder.spec.fps, thumbnails=kept)
+                update[encoding_field(grounder.spec.name)] = ready.model_dump(mode="json")
+            if update:  # one write: a reader never sees the video ready without its thumbnails
+                records.update_video(video_id, **update)
         now = time.monotonic()
         if now - self._touched.get(video_id, -float("inf")) >= self.settings.video_ttl_s / 10:
             self._touched[video_id] = now
