@@ -10,9 +10,8 @@ from pathlib import Path
 import av
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
-
 from media_helpers import media_service, until_200, upload, videos, wait_ready
+from PIL import Image
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
