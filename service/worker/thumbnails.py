@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from models.video import FrameSpec
+from service.contract.schemas import Job, Mode
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +47,22 @@ class Thumbnails:
         except (ValueError, OSError, RuntimeError) as err:
             log.warning("no thumbnails for this video: %s", err)
             self.jpegs = None
+
+
+def name_thumbnails(body: dict[str, Any], job: Job, video_id: str, count: int, clip_seconds: float) -> dict[str, Any]:
+    """Name the thumbnail of each moment / highlight / segment of an answer (the clip it starts in) when the
+    video has ``count`` of them for the job's model (``GET /v1/videos/{id}/thumbnails/{clip}?model=...``)."""
+    if count <= 0:
+        return body
+    base = f"/v1/videos/{video_id}/thumbnails/{{}}?model={job.model}"
+
+    def name(items: list[dict[str, Any]]) -> None:
+        for item in items:
+            item["thumbnail"] = base.format(min(count - 1, max(0, int(item["start"] / clip_seconds + 1e-6))))
+
+    if job.mode == Mode.moments:
+        for result in body["results"]:
+            name(result["moments"])
+    else:
+        name(body["highlights"] if job.mode == Mode.highlights else body["segments"])
+    return body
