@@ -150,3 +150,27 @@ def test_deleted_video_has_no_media_left(service) -> None:
     assert backend.thumbnails.get(video_id, feature_id, 0) is None
     assert backend.reels.open(video_id, reel["url"].rsplit("/", 1)[1].removesuffix(".mp4")) is None
     assert video_id not in [v["video_id"] for v in api.get("/v1/videos").json()["videos"]]
+
+
+def test_media_urls_take_the_api_key_as_a_query_parameter(tmp_path) -> None:
+    """<video>/<img> cannot send headers: ?api_key= works on the media routes (and only there)."""
+    from service.api import create_app
+    from service.contract.settings import Settings
+
+    from service_helpers import REDIS_URL
+
+    key = "k" * 24
+    settings = Settings(redis_url=REDIS_URL, key_prefix="r2test-media-keys", models=["tiny"], api_keys=[key],
+                        upload_dir=tmp_path)
+    with TestClient(create_app(settings)) as api:
+        check_media_keys(api, key)
+
+
+def check_media_keys(api: TestClient, key: str) -> None:
+    video = "0" * 64
+    for path in (f"/v1/videos/{video}/content", f"/v1/videos/{video}/thumbnails/0", f"/v1/videos/{video}/reels/x.mp4"):
+        assert api.get(path).status_code == 401
+        assert api.get(path, params={"api_key": "wrong" * 5}).status_code == 401
+        response = api.get(path, params={"api_key": key})  # past the key check: the video is unknown
+        assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_video"
+    assert api.get(f"/v1/videos/{video}", params={"api_key": key}).status_code == 401
