@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import pytest
 from fastapi.testclient import TestClient
-from media_helpers import media_service, until_200, upload, videos, wait_ready
+from media_helpers import media_service, until_200, upload, videos, wait_ready, wait_until_finished
 from PIL import Image
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -68,6 +68,20 @@ def test_a_second_model_is_not_ready_until_encoded_for_it(service, ready) -> Non
     assert done["clip_seconds"] == 1.0 and done["num_clips"] == 12 and done["models"]["tiny-fast"]["thumbnails"] == 12
     plain = api.get(f"/v1/videos/{video_id}").json()  # the upload's model is still what the plain status shows
     assert plain["model"] == "tiny" and plain["num_clips"] == 6 and set(plain["models"]) == {"tiny", "tiny-fast"}
+
+
+def test_a_failed_video_fails_per_model(service) -> None:
+    api, _ = service
+    junk = b"not a video at all " * 64
+    response = api.post("/v1/videos", content=junk, headers={"Content-Type": "application/octet-stream"})
+    video_id = response.json()["video_id"]
+    assert wait_until_finished(api, video_id)["status"] == "failed"
+    response = api.post("/v1/videos", content=junk, params={"model": "tiny-fast"},
+                        headers={"Content-Type": "application/octet-stream"})
+    assert response.status_code == 202 and response.json()["model"] == "tiny-fast", response.text
+    body = wait_until_finished(api, video_id, "tiny-fast")
+    assert body["status"] == "failed" and body["error"]["code"] and body["models"]["tiny"]["status"] == "failed"
+    assert api.delete(f"/v1/videos/{video_id}").status_code == 204
 
 
 def test_content_serves_exact_ranges(ready) -> None:
