@@ -1,0 +1,183 @@
+"""The page at ``/`` in a real browser: Debian's headless ``chromium`` driven by Playwright, against the API and a
+worker running the fixtures' tiny model on the real Redis.
+
+One walk through the page as a person would do it (drop a video, wait for it, ask, click, summarize, render the
+reel), checked against the API's own answers; every request the browser makes must stay on 127.0.0.1. A
+screenshot of the page is kept in ``reports/browser/page.png`` (and copied to ``R2_PAGE_SCREENSHOT`` when set:
+``R2_PAGE_SCREENSHOT=docs/img/page.png`` refreshes the README's).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from service_helpers import REPO_ROOT, api_process, make_video, service_env, worker_process, write_registry
+
+pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("R2_TEST_CHROMIUM", "/usr/bin/chromium")
+REPORTS = REPO_ROOT / "reports" / "browser"
+QUERIES = ["a texture slides to the right", "the picture moves"]
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("browser")
+    registry = write_registry(folder)
+    env = service_env(f"r2test-{uuid.uuid4().hex[:10]}", registry)
+    worker = worker_process(env, folder, "worker")
+    try:
+        with api_process(env, folder) as (_, base):
+            yield base
+    finally:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():  # fail, never skip: .ci/run installs it
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does), or set R2_TEST_CHROMIUM")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser) -> Iterator[tuple[object, list[str]]]:
+    """A fresh page whose requests are all checked: one that would leave 127.0.0.1 is aborted and recorded."""
+    context = browser.new_context(viewport={"width": 1360, "height": 980})
+    outside: list[str] = []
+
+    def guard(route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", guard)
+    page = context.new_page()
+    # The browser's console and script errors are printed (pytest shows them when the test fails).
+    page.on("console", lambda m: print(f"console.{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: print(f"page error: {e}"))
+    yield page, outside
+    context.close()
+
+
+def drop_file(page, path: Path) -> None:
+    """Drop a file on the drop zone as a drag and drop from the desktop does (a DataTransfer holding a File)."""
+    page.evaluate("""([name, data]) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, { type: "video/mp4" }));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+    }""", [path.name, base64.b64encode(path.read_bytes()).decode()])
+
+
+def test_the_page_walkthrough(base_url, page, tmp_path) -> None:
+    page, outside = page
+    video = make_video(tmp_path / "walk.mp4", seconds=12, fps=5, seed=3)
+    page.goto(f"{base_url}/")
+    page.wait_for_selector("#model option[value='tiny']", state="attached", timeout=WAIT_MS)
+
+    # Drop a video: upload progress, then encoding progress, then ready.
+    with page.expect_response(lambda r: r.url.endswith("/v1/videos") and r.request.method == "POST") as uploaded:
+        drop_file(page, video)
+    video_id = uploaded.value.json()["video_id"]
+    page.wait_for_function("!document.getElementById('ask').disabled", timeout=WAIT_MS)
+    assert "ready" in page.inner_text("#video-info")
+    assert page.eval_on_selector("#upload-bar", "b => b.style.width") == "100%"
+
+    # Ask two queries: as many moment items and plotted saliency points as the API answered.
+    page.fill("#queries", "\n".join(QUERIES))
+    with page.expect_response(lambda r: r.url.endswith(f"/v1/videos/{video_id}/moments")) as asked:
+        page.click("#ask")
+    results = asked.value.json()["results"]
+    assert [r["query"] for r in results] == QUERIES
+    total = sum(len(r["moments"]) for r in results)
+    assert total > 0
+    page.wait_for_function(f"document.querySelectorAll('#moments .moment').length === {total}", timeout=WAIT_MS)
+    for i, r in enumerate(results):
+        points = page.locator(f"#plot .scatterlayer .trace:nth-child({i + 1}) .points path")
+        assert points.count() == len(r["saliency"])
+    page.wait_for_selector("#highlights .highlight img[src]", timeout=WAIT_MS)
+
+    # Click the first moment: the player seeks to its start and plays.
+    page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=WAIT_MS)
+    page.evaluate("""() => { window.seekedAt = null; const v = document.getElementById('player');
+        v.addEventListener('seeked', () => { window.seekedAt = v.currentTime; }, { once: true }); }""")
+    page.click("#moments .moment >> nth=0")
+    page.wait_for_function("window.seekedAt !== null", timeout=WAIT_MS)
+    assert page.evaluate("window.seekedAt") == pytest.approx(results[0]["moments"][0]["start"], abs=0.1)
+    page.wait_for_function("!document.getElementById('player').paused", timeout=WAIT_MS)
+
+    # Hovering a saliency point shows that clip's time, value and thumbnail.
+    first = page.locator("#plot .scatterlayer .trace:nth-child(1) .points path").nth(1)
+    first.hover(force=True)
+    page.wait_for_selector("#hover-card:not([hidden]) img[src]", timeout=WAIT_MS)
+    assert "clip 1" in page.inner_text("#hover-card")
+
+    # Summarize, then render the reel: it plays, as long as the summary's segments together.
+    page.fill("#budget", "0.3")
+    with page.expect_response(lambda r: r.url.endswith("/summary")) as summarized:
+        page.click("#summarize")
+    segments = summarized.value.json()["segments"]
+    assert segments and page.locator("#segments .segment").count() == len(segments)
+    page.click("#render")
+    page.wait_for_function("(() => { const r = document.getElementById('reel'); "
+                           "return !r.hidden && r.readyState >= 2 && r.currentTime > 0; })()", timeout=WAIT_MS)
+    reel_seconds = page.evaluate("document.getElementById('reel').duration")
+    assert reel_seconds == pytest.approx(sum(s["end"] - s["start"] for s in segments), abs=0.2)
+
+    assert page.is_hidden("#error"), page.inner_text("#error")
+    assert outside == []
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    shot = REPORTS / "page.png"
+    page.evaluate("document.getElementById('player').pause()")
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("R2_PAGE_SCREENSHOT"):
+        shutil.copyfile(shot, REPO_ROOT / os.environ["R2_PAGE_SCREENSHOT"])
+
+
+def test_api_errors_are_shown_as_the_api_says_them(base_url, page, tmp_path) -> None:
+    page, outside = page
+    page.goto(f"{base_url}/")
+    page.wait_for_selector("#model option[value='tiny']", state="attached", timeout=WAIT_MS)
+    page.set_input_files("#file", str(make_video(tmp_path / "short.mp4", seconds=4, fps=5, seed=5)))
+    page.wait_for_function("!document.getElementById('ask').disabled", timeout=WAIT_MS)
+    page.fill("#queries", "x" * 600)  # longer than R2_MAX_QUERY_CHARS (512)
+    with page.expect_response(lambda r: r.url.endswith("/moments")) as asked:
+        page.click("#ask")
+    assert asked.value.status == 422
+    error = asked.value.json()["error"]
+    page.wait_for_selector("#error:not([hidden])", timeout=WAIT_MS)
+    assert page.inner_text("#error-code") == error["code"]
+    assert page.inner_text("#error-message") == error["message"]
+    assert outside == []
+
+
+def test_the_key_field_appears_when_keys_are_on(base_url, browser, tmp_path) -> None:
+    env = service_env(f"r2test-{uuid.uuid4().hex[:10]}", write_registry(tmp_path), api_keys="s3cret-key")
+    with api_process(env, tmp_path, "api-keys") as (_, keyed):
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{keyed}/")
+        page.wait_for_selector("#key-box:not([hidden])", timeout=WAIT_MS)
+        assert page.inner_text("#error-code") == "unauthorized"
+        page.fill("#api-key", "s3cret-key")
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_selector("#model option[value='tiny']", state="attached", timeout=WAIT_MS)
+        assert page.is_hidden("#error")
+        context.close()
