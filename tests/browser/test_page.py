@@ -168,15 +168,15 @@ def test_api_errors_are_shown_as_the_api_says_them(base_url, page, tmp_path) -> 
     assert outside == []
 
 
-def test_the_key_field_appears_when_keys_are_on(base_url, browser, tmp_path) -> None:
-    env = service_env(f"r2test-{uuid.uuid4().hex[:10]}", write_registry(tmp_path), api_keys="s3cret-key")
+def test_the_key_field_appears_when_keys_are_on(browser, tmp_path) -> None:
+    env = service_env(f"r2test-{uuid.uuid4().hex[:10]}", write_registry(tmp_path), api_keys="page-test-key-0123456789")
     with api_process(env, tmp_path, "api-keys") as (_, keyed):
         context = browser.new_context()
         page = context.new_page()
         page.goto(f"{keyed}/")
         page.wait_for_selector("#key-box:not([hidden])", timeout=WAIT_MS)
         assert page.inner_text("#error-code") == "unauthorized"
-        page.fill("#api-key", "s3cret-key")
+        page.fill("#api-key", "page-test-key-0123456789")
         page.dispatch_event("#api-key", "change")
         page.wait_for_selector("#model option[value='tiny']", state="attached", timeout=WAIT_MS)
         assert page.is_hidden("#error")

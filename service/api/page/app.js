@@ -244,7 +244,7 @@ function showMoments(results) {
     li.className = "moment";
     li.dataset.start = m.start;
     li.dataset.query = qi;
-    li.innerHTML = `<img alt=""><div><b></b><span class="score"></span><br><small class="muted"></small></div>`;
+    li.innerHTML = `<img alt=""><div><span class="score"></span><b></b><small class="muted"></small></div>`;
     setImage(li.querySelector("img"), thumbnail(m, m.start));
     li.querySelector("b").textContent = `${fmt(m.start)} – ${fmt(m.end)} s`;
     li.querySelector(".score").textContent = m.score.toFixed(3);

@@ -47,8 +47,7 @@ export class TimePlot {
         x: spans.map(([a, b]) => (a + b) / 2),
         y: r.saliency,
         customdata: spans.map(([a, b], c) => [c, a, b]),
-        hovertemplate: "clip %{customdata[0]} · %{customdata[1]:.1f}–%{customdata[2]:.1f} s<br>saliency %{y:.3f}"
-          + "<extra></extra>",
+        hoverinfo: "none",  // the page's hover card shows the clip (time, value, thumbnail)
         line: { color, width: 2, shape: "spline", smoothing: 0.4 },
         marker: { color, size: 5 },
         meta: { kind: "saliency", query: i },
