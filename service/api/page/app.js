@@ -6,7 +6,7 @@ import { TimePlot } from "./plot.js";
 
 const $ = (id) => document.getElementById(id);
 const player = $("player");
-const state = { model: "", video: null, results: [], segments: [], cursor: null, polling: 0 };
+const state = { model: "", video: null, results: [], segments: [], polling: 0 };
 
 const plot = new TimePlot($("plot"), { onSeek: seek, onHover: showHover, onUnhover: () => { $("hover-card").hidden = true; } });
 
@@ -56,9 +56,9 @@ let nextCursor = null;
 
 async function loadVideos(more = false) {
   const query = new URLSearchParams({ limit: "20" });
-  if (more && nextCursor) query.set("cursor", nextCursor);
+  if (more && nextCursor) query.set("page_token", nextCursor);
   const page = await api.get(`/v1/videos?${query}`);
-  nextCursor = page.next_cursor || null;
+  nextCursor = page.next_page_token || null;
   $("more").hidden = !nextCursor;
   const items = page.videos.map((v) => {
     const li = document.createElement("li");
@@ -78,18 +78,11 @@ async function loadVideos(more = false) {
   if (more) $("videos").append(...items); else $("videos").replaceChildren(...items);
 }
 
-// A listed video's status for the chosen model (the list names one per model it was encoded for).
+// A listed video's status for the chosen model (the API names one per model it was encoded for).
 function statusFor(v) {
-  const per = v.models || v.statuses;
-  if (Array.isArray(per)) {
-    const mine = per.find((m) => m.model === state.model);
-    return mine ? mine.status : "not encoded";
-  }
-  if (per && typeof per === "object") {
-    const mine = per[state.model];
-    return mine ? (mine.status || mine) : "not encoded";
-  }
-  return v.status;
+  if (!v.models || !Object.keys(v.models).length) return v.status;
+  const mine = v.models[state.model];
+  return mine ? mine.status : "not encoded";
 }
 
 $("refresh").onclick = () => loadVideos();
@@ -99,13 +92,21 @@ async function selectVideo(id) {
   clearAnswers();
   document.querySelectorAll(".video-item").forEach((li) => li.classList.toggle("selected", li.dataset.id === id));
   const status = await api.get(`/v1/videos/${id}?model=${encodeURIComponent(state.model)}`);
-  state.video = status;
-  player.src = await api.mediaUrl(`/v1/videos/${id}/content`);
+  player.src = await api.mediaUrl(status.content || `/v1/videos/${id}/content`);
   showStatus(status);
-  if (status.status !== "ready" && status.status !== "failed") await pollStatus(id);
+  if (["queued", "processing"].includes(state.video.status)) await pollStatus(id);
 }
 
-function showStatus(v) {
+// The video's status for the chosen model: its entry in ``models`` (the top-level fields describe ``v.model``).
+function forModel(v) {
+  const mine = v.models && v.models[state.model];
+  if (mine) return { ...v, ...mine, model: state.model };
+  if (v.model === state.model) return v;
+  return { ...v, model: state.model, status: "not encoded", progress: 0, num_clips: null, error: null };
+}
+
+function showStatus(raw) {
+  const v = forModel(raw);
   state.video = v;
   const bits = [`${v.video_id.slice(0, 12)}…`, v.model, v.status];
   if (v.status === "processing" || v.status === "queued") bits.push(`${Math.round(100 * v.progress)}% encoded`);
@@ -125,9 +126,10 @@ async function pollStatus(id) {
     const v = await api.get(`/v1/videos/${id}?model=${encodeURIComponent(state.model)}`);
     if (token !== state.polling) return;
     showStatus(v);
-    setBar("upload-bar", v.status === "ready" ? 1 : v.progress, "encoding");
-    $("upload-status").textContent = v.status === "ready" ? "ready" : `${v.status} ${Math.round(100 * v.progress)}%`;
-    if (v.status === "ready" || v.status === "failed") {
+    const { status, progress } = state.video;
+    setBar("upload-bar", status === "ready" ? 1 : progress, "encoding");
+    $("upload-status").textContent = status === "ready" ? "ready" : `${status} ${Math.round(100 * progress)}%`;
+    if (!["queued", "processing"].includes(status)) {
       loadVideos().catch(() => {});
       return;
     }
@@ -228,13 +230,14 @@ function thumbnail(item, seconds) {
   if (item && item.thumbnail) return item.thumbnail;
   const clipSeconds = state.video.clip_seconds || (state.results[0] && state.results[0].clip_seconds) || 1;
   const last = Math.max(0, (state.video.num_clips || 1) - 1);
-  return videoPath(`thumbnails/${Math.min(last, Math.floor(seconds / clipSeconds + 1e-6))}`);
+  return thumbnailPath(Math.min(last, Math.floor(seconds / clipSeconds + 1e-6)));
 }
 
 async function setImage(img, path) {
   try { img.src = await api.mediaUrl(path); } catch { img.alt = "no thumbnail"; }
 }
 
+const thumbnailPath = (clip) => videoPath(`thumbnails/${clip}?model=${encodeURIComponent(state.model)}`);
 const fmt = (s) => `${s.toFixed(1)}`;
 
 function showMoments(results) {
@@ -324,11 +327,11 @@ $("render").onclick = async () => {
   $("reel-status").textContent = "rendering the reel…";
   try {
     const out = await api.answer(videoPath("summary"), summaryBody({ render: true }), waiting($("reel-status")));
-    const url = await reelUrl(out);
     const reel = $("reel");
-    reel.src = await api.mediaUrl(url);
+    reel.src = await api.mediaUrl(out.reel.url);
     reel.hidden = false;
-    $("reel-status").textContent = "reel ready";
+    $("reel-status").textContent = `reel: ${out.segments.length} segments, ${fmt(out.reel.duration)} s, `
+      + `${(out.reel.size_bytes / 1e6).toFixed(2)} MB`;
     await reel.play().catch(() => {});
   } catch {
     $("reel-status").textContent = "";
@@ -336,17 +339,6 @@ $("render").onclick = async () => {
     $("render").disabled = false;
   }
 };
-
-// The reel's URL once it is rendered (its route answers 202 while the worker is still cutting it).
-async function reelUrl(out) {
-  const reel = out.reel || {};
-  const url = reel.url || videoPath(`reels/${reel.job_id}.mp4`);
-  for (;;) {
-    const { status, body } = await api.call("HEAD", url).catch((e) => { throw e; });
-    if (status === 200) return url;
-    await new Promise((done) => setTimeout(done, 1000 * Math.max(1, (body && body.retry_after) || 1)));
-  }
-}
 
 // ------------------------------------------------------------------------------------------------ player
 
@@ -369,7 +361,7 @@ function showHover(query, clip, value, event) {
   const start = clip * r.clip_seconds;
   const end = Math.min(start + r.clip_seconds, r.duration);
   card.querySelector("span").textContent = `clip ${clip} · ${fmt(start)}–${fmt(end)} s · saliency ${value.toFixed(3)}`;
-  setImage(card.querySelector("img"), videoPath(`thumbnails/${clip}`));
+  setImage(card.querySelector("img"), thumbnailPath(clip));
   const box = $("stage").getBoundingClientRect();
   card.style.left = `${Math.min(event.clientX - box.left + 12, box.width - 200)}px`;
   card.style.top = `${event.clientY - box.top + 12}px`;
