@@ -23,6 +23,10 @@ key                                        type    what
 ``{p}:{v:id}:blob``                        string  header of the uploaded bytes; chunks at ``...:c{i}``
 ``{p}:{v:id}:feat:{feature_id}``           string  header of cached float16 features; chunks at ``...:c{i}``
 ``{p}:{v:id}:feats``                       set     the feature ids cached for the video
+``{p}:{v:id}:thumbs:{feature_id}``         string  header of the per-clip JPEG thumbnails; chunks at ``...:c{i}``
+``{p}:{v:id}:reel:{job_id}``               string  header of a rendered highlight reel (mp4); chunks as above
+``{p}:{v:id}:reels``                       set     the job ids of the video's reels
+``{p}:{l}:videos``                         zset    video id -> upload time (``GET /v1/videos``; pruned on read)
 =========================================  ======  ====================================================
 
 Rules for every key added here (Redis Cluster and ``maxmemory`` depend on them):
@@ -119,6 +123,20 @@ class Keys:
 
     def feature_ids(self, video_id: str) -> str:
         return f"{self._v(video_id)}:feats"
+
+    def thumbnails(self, video_id: str, feature_id: str) -> str:
+        return f"{self._v(video_id)}:thumbs:{feature_id}"
+
+    def reel(self, video_id: str, job_id: str) -> str:
+        return f"{self._v(video_id)}:reel:{job_id}"
+
+    def reel_ids(self, video_id: str) -> str:
+        return f"{self._v(video_id)}:reels"
+
+    @property
+    def video_list(self) -> str:
+        """The listing index: a tag of its own (written after, never in a script with, a video's keys)."""
+        return f"{self.prefix}:{{l}}:videos"
 
     @staticmethod
     def chunk(entry: str, index: int) -> str:

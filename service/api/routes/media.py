@@ -1,0 +1,48 @@
+"""Media for players and pages: the uploaded bytes (with Range), per-clip thumbnails, rendered reels."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from .. import media
+from ..deps import GatewayDep, require_api_key
+from ..gateway import call
+from ..ranges import serve, sniff_video_type
+from ..responses import errors
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["media"])
+
+_BYTES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"video/mp4": {}, "application/octet-stream": {}}, "description": "The whole payload."},
+    206: {"description": "The range asked for (Content-Range)."}}
+
+
+@router.get("/videos/{video_id}/content", response_class=StreamingResponse,
+            responses={**_BYTES, **errors(401, 404, 416, 503)})
+async def video_content(video_id: str, request: Request, gw: GatewayDep) -> StreamingResponse:
+    """The uploaded video as it was uploaded, with Range support (what a ``<video>`` element seeks with)."""
+    blob = await call(media.content, gw, video_id)
+    head = await call(blob.bytes, 0, min(blob.size, 64))
+    return serve(request, blob, sniff_video_type(head))
+
+
+@router.get("/videos/{video_id}/thumbnails/{clip}", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "The clip's JPEG."},
+                       **errors(401, 404, 422, 503)})
+async def video_thumbnail(video_id: str, clip: int, gw: GatewayDep,
+                          model: Annotated[str | None, Query(description="whose clips (default: the upload's "
+                                                                         "model)")] = None) -> Response:
+    """The JPEG of one clip (0-based, one per ``clip_seconds``), kept while the video was encoded for ``model``."""
+    jpeg = await call(media.thumbnail, gw, video_id, clip, model)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/videos/{video_id}/reels/{job_id}.mp4", response_class=StreamingResponse,
+            responses={**_BYTES, **errors(401, 404, 409, 416, 422, 503)})
+async def video_reel(video_id: str, job_id: str, request: Request, gw: GatewayDep) -> StreamingResponse:
+    """A highlight reel rendered by ``POST /v1/videos/{id}/summary`` with ``render: true`` (its ``reel.url``)."""
+    blob = await call(media.reel, gw, video_id, job_id)
+    return serve(request, blob, "video/mp4")
