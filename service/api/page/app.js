@@ -92,7 +92,10 @@ async function selectVideo(id) {
   clearAnswers();
   document.querySelectorAll(".video-item").forEach((li) => li.classList.toggle("selected", li.dataset.id === id));
   const status = await api.get(`/v1/videos/${id}?model=${encodeURIComponent(state.model)}`);
-  player.src = await api.mediaUrl(status.content || `/v1/videos/${id}/content`);
+  if (player.dataset.video !== id) {  // the same video for another model: keep the player where it is
+    player.dataset.video = id;
+    player.src = await api.mediaUrl(status.content || `/v1/videos/${id}/content`);
+  }
   showStatus(status);
   if (["queued", "processing"].includes(state.video.status)) await pollStatus(id);
 }
