@@ -345,9 +345,11 @@ $("render").onclick = async () => {
 
 // ------------------------------------------------------------------------------------------------ player
 
+// Seek paused, then play: playback starts exactly at the moment's start.
 function seek(seconds) {
+  player.pause();
+  player.addEventListener("seeked", () => player.play().catch(() => {}), { once: true });
   player.currentTime = seconds;
-  player.play().catch(() => {});
 }
 
 function followPlayer() {
