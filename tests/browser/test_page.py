@@ -52,7 +52,8 @@ def test_the_page_walkthrough(base_url, page, tmp_path) -> None:
 
     # Ask two queries: as many moment items and plotted saliency points as the API answered.
     page.fill("#queries", "\n".join(QUERIES))
-    with page.expect_response(lambda r: r.url.endswith(f"/v1/videos/{video_id}/moments")) as asked:
+    with page.expect_response(lambda r: r.url.endswith(f"/v1/videos/{video_id}/moments")) as asked, \
+            page.expect_response(lambda r: r.url.endswith(f"/v1/videos/{video_id}/highlights")) as lit:
         page.click("#ask")
     results = asked.value.json()["results"]
     assert [r["query"] for r in results] == QUERIES
@@ -62,7 +63,12 @@ def test_the_page_walkthrough(base_url, page, tmp_path) -> None:
     for i, r in enumerate(results):
         points = page.locator(f"#plot .scatterlayer .trace:nth-child({i + 1}) .points path")
         assert points.count() == len(r["saliency"])
-    page.wait_for_selector("#highlights .highlight img[src]", timeout=WAIT_MS)
+    highlights = len(lit.value.json()["highlights"])
+    assert highlights > 0
+    page.wait_for_function(f"[...document.querySelectorAll('#highlights .highlight img')].filter("
+                           f"i => i.complete && i.naturalWidth > 0).length === {highlights}", timeout=WAIT_MS)
+    page.wait_for_function("[...document.querySelectorAll('#moments .moment img')].every("
+                           "i => i.complete && i.naturalWidth > 0)", timeout=WAIT_MS)
 
     # Click the first moment: the player seeks to its start and plays.
     page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=WAIT_MS)
@@ -76,7 +82,8 @@ def test_the_page_walkthrough(base_url, page, tmp_path) -> None:
     # Hovering a saliency point shows that clip's time, value and thumbnail.
     first = page.locator("#plot .scatterlayer .trace:nth-child(1) .points path").nth(1)
     first.hover(force=True)
-    page.wait_for_selector("#hover-card:not([hidden]) img[src]", timeout=WAIT_MS)
+    page.wait_for_function("(() => { const i = document.querySelector('#hover-card:not([hidden]) img'); "
+                           "return i && i.complete && i.naturalWidth > 0; })()", timeout=WAIT_MS)
     assert "clip 1" in page.inner_text("#hover-card")
 
     # Summarize, then render the reel: it plays, as long as the summary's segments together.
