@@ -22,8 +22,36 @@ from service_helpers import REPO_ROOT, api_process, make_video, service_env, wri
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.slow]
 
 REPORTS = REPO_ROOT / "reports" / "browser"
-QUERIES = ["a texture slides to the right", "the picture moves"]
+QUERIES = ["a white ball crosses the sky", "an orange sunset"]
 WAIT_MS = 60_000  # the longest wait for one thing on the page
+
+
+def scene_video(path: Path, seconds: int = 20, fps: int = 5, size: tuple[int, int] = (320, 180)) -> Path:
+    """An H.264 mp4 that looks like something (the screenshot shows it): a sky whose colour changes every few
+    seconds and a ball that crosses it."""
+    import av
+    import numpy as np
+
+    width, height = size
+    ys, xs = np.mgrid[0:height, 0:width]
+    palette = [(40, 90, 200), (230, 120, 40), (30, 160, 110), (150, 60, 190), (220, 190, 30)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(seconds * fps):
+            t = i / fps
+            top = np.array(palette[int(t // 4) % len(palette)], dtype=np.float32)
+            shade = (0.45 + 0.55 * ys / height)[..., None]
+            frame = (top * shade).astype(np.float32)
+            cx, cy = (t / seconds) * width, height * (0.5 + 0.3 * np.sin(t * 1.7))
+            ball = (xs - cx) ** 2 + (ys - cy) ** 2 < (height / 7) ** 2
+            frame[ball] = (250, 245, 235)
+            image = av.VideoFrame.from_ndarray(frame.clip(0, 255).astype(np.uint8), format="rgb24")
+            for packet in stream.encode(image):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
 
 
 def drop_file(page, path: Path) -> None:
@@ -38,7 +66,7 @@ def drop_file(page, path: Path) -> None:
 
 def test_the_page_walkthrough(base_url, page, tmp_path) -> None:
     page, outside = page
-    video = make_video(tmp_path / "walk.mp4", seconds=12, fps=5, seed=3)
+    video = scene_video(tmp_path / "walk.mp4")
     page.goto(f"{base_url}/")
     page.wait_for_selector("#model option[value='tiny']", state="attached", timeout=WAIT_MS)
 
@@ -49,6 +77,8 @@ def test_the_page_walkthrough(base_url, page, tmp_path) -> None:
     page.wait_for_function("!document.getElementById('ask').disabled", timeout=WAIT_MS)
     assert "ready" in page.inner_text("#video-info")
     assert page.eval_on_selector("#upload-bar", "b => b.style.width") == "100%"
+    # ... and it is in the list of videos, ready for this model.
+    page.wait_for_selector(f"#videos .video-item.selected[data-id='{video_id}'] .badge.ready", timeout=WAIT_MS)
 
     # Ask two queries: as many moment items and plotted saliency points as the API answered.
     page.fill("#queries", "\n".join(QUERIES))
@@ -78,6 +108,9 @@ def test_the_page_walkthrough(base_url, page, tmp_path) -> None:
     page.wait_for_function("window.seekedAt !== null", timeout=WAIT_MS)
     assert page.evaluate("window.seekedAt") == pytest.approx(results[0]["moments"][0]["start"], abs=0.1)
     page.wait_for_function("!document.getElementById('player').paused", timeout=WAIT_MS)
+    # The cursor on the time axis follows the player.
+    page.wait_for_function(f"document.getElementById('plot').layout.shapes[0].x0 > {results[0]['moments'][0]['start']}",
+                           timeout=WAIT_MS)
 
     # Hovering a saliency point shows that clip's time, value and thumbnail.
     first = page.locator("#plot .scatterlayer .trace:nth-child(1) .points path").nth(1)
@@ -103,6 +136,10 @@ def test_the_page_walkthrough(base_url, page, tmp_path) -> None:
     REPORTS.mkdir(parents=True, exist_ok=True)
     shot = REPORTS / "page.png"
     page.evaluate("document.getElementById('player').pause()")
+    page.locator("#plot .scatterlayer .trace:nth-child(1) .points path").nth(6).hover(force=True)
+    page.wait_for_function("(() => { const i = document.querySelector('#hover-card:not([hidden]) img'); "
+                           "return i && i.complete && i.naturalWidth > 0 && /clip 6/.test(i.nextSibling.textContent); "
+                           "})()", timeout=WAIT_MS)
     page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("R2_PAGE_SCREENSHOT"):
         shutil.copyfile(shot, REPO_ROOT / os.environ["R2_PAGE_SCREENSHOT"])

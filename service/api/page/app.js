@@ -70,7 +70,7 @@ async function loadVideos(more = false) {
     li.querySelector(".badge").textContent = status;
     li.querySelector(".badge").classList.add(status);
     li.querySelector("small").textContent = [v.duration ? `${v.duration.toFixed(1)} s` : "",
-      v.size_bytes ? `${(v.size_bytes / 1e6).toFixed(1)} MB` : ""].filter(Boolean).join(" · ");
+      v.size_bytes ? size(v.size_bytes) : ""].filter(Boolean).join(" · ");
     li.onclick = () => selectVideo(v.video_id);
     if (state.video && state.video.video_id === v.video_id) li.classList.add("selected");
     return li;
@@ -241,6 +241,7 @@ async function setImage(img, path) {
 }
 
 const thumbnailPath = (clip) => videoPath(`thumbnails/${clip}?model=${encodeURIComponent(state.model)}`);
+const size = (n) => (n < 1e6 ? `${Math.max(1, Math.round(n / 1e3))} kB` : `${(n / 1e6).toFixed(1)} MB`);
 const fmt = (s) => `${s.toFixed(1)}`;
 
 function showMoments(results) {
@@ -334,7 +335,7 @@ $("render").onclick = async () => {
     reel.src = await api.mediaUrl(out.reel.url);
     reel.hidden = false;
     $("reel-status").textContent = `reel: ${out.segments.length} segments, ${fmt(out.reel.duration)} s, `
-      + `${(out.reel.size_bytes / 1e6).toFixed(2)} MB`;
+      + size(out.reel.size_bytes);
     await reel.play().catch(() => {});
   } catch {
     $("reel-status").textContent = "";
