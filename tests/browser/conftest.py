@@ -3,30 +3,56 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
-from service_helpers import api_process, service_env, worker_process, write_registry
+from service_helpers import Proc, free_port, service_env, wait_until, worker_process, write_registry
 
 CHROMIUM = os.environ.get("R2_TEST_CHROMIUM", "/usr/bin/chromium")
+API_KEY = "page-test-key-0123456789"  # the keyed API's (at least 16 characters)
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory) -> Iterator[str]:
+def urls(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """Base URLs of the service the page is walked through (``main``: API + worker) and of a second API with keys
+    on (``keyed``, with its ``key``: it needs no worker), all started at once (each takes seconds to import)."""
     folder = tmp_path_factory.mktemp("browser")
     registry = write_registry(folder)
     env = service_env(f"r2test-{uuid.uuid4().hex[:10]}", registry)
-    worker = worker_process(env, folder, "worker")
+    keyed_env = service_env(f"r2test-{uuid.uuid4().hex[:10]}", registry, api_keys=API_KEY)
+    procs = [worker_process(env, folder, "worker")]
+    urls = {"key": API_KEY}
     try:
-        with api_process(env, folder) as (_, base):
-            yield base
+        for name, proc_env in (("main", env), ("keyed", keyed_env)):
+            port = free_port()
+            procs.append(Proc(["-m", "r2tuning", "serve", "--host", "127.0.0.1", "--port", str(port)], proc_env,
+                              folder / f"api-{name}.log"))
+            urls[name] = f"http://127.0.0.1:{port}"
+        for name, proc in zip(("main", "keyed"), procs[1:], strict=True):
+            wait_until(functools.partial(answers, proc, urls[name]), 60,
+                       f"the {name} API to start (log: {proc.log_path})")
+        yield urls
     finally:
-        worker.stop()
+        for proc in procs:
+            proc.proc.terminate()
+        for proc in procs:
+            proc.stop()
+
+
+def answers(proc: Proc, base: str) -> bool:
+    return proc.proc.poll() is None and httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def base_url(urls) -> str:
+    return urls["main"]
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
-from service_helpers import REPO_ROOT, api_process, make_video, service_env, write_registry
+from service_helpers import REPO_ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.slow]
 
@@ -145,11 +145,14 @@ def test_the_page_walkthrough(base_url, page, tmp_path) -> None:
         shutil.copyfile(shot, REPO_ROOT / os.environ["R2_PAGE_SCREENSHOT"])
 
 
-def test_api_errors_are_shown_as_the_api_says_them(base_url, page, tmp_path) -> None:
+def test_a_video_picked_from_the_list_and_api_errors_shown_as_the_api_says_them(base_url, page, tmp_path) -> None:
     page, outside = page
+    video = scene_video(tmp_path / "walk.mp4")  # the walkthrough's bytes: already encoded when it ran first
+    with open(video, "rb") as f:
+        video_id = httpx.post(f"{base_url}/v1/videos", files={"file": (video.name, f, "video/mp4")},
+                              timeout=60).json()["video_id"]
     page.goto(f"{base_url}/")
-    page.wait_for_selector("#model option[value='tiny']", state="attached", timeout=WAIT_MS)
-    page.set_input_files("#file", str(make_video(tmp_path / "short.mp4", seconds=4, fps=5, seed=5)))
+    page.click(f"#videos .video-item[data-id='{video_id}']", timeout=WAIT_MS)
     page.wait_for_function("!document.getElementById('ask').disabled", timeout=WAIT_MS)
     page.fill("#queries", "x" * 600)  # longer than R2_MAX_QUERY_CHARS (512)
     with page.expect_response(lambda r: r.url.endswith("/moments")) as asked:
@@ -162,17 +165,15 @@ def test_api_errors_are_shown_as_the_api_says_them(base_url, page, tmp_path) -> 
     assert outside == []
 
 
-def test_the_key_field_appears_when_keys_are_on(browser, tmp_path) -> None:
-    env = service_env(f"r2test-{uuid.uuid4().hex[:10]}", write_registry(tmp_path), api_keys="page-test-key-0123456789")
-    with api_process(env, tmp_path, "api-keys") as (_, keyed):
-        context = browser.new_context()
-        page = context.new_page()
-        page.goto(f"{keyed}/")
-        page.wait_for_selector("#key-box:not([hidden])", timeout=WAIT_MS)
-        assert page.inner_text("#error-code") == "unauthorized"
-        page.fill("#api-key", "page-test-key-0123456789")
-        page.dispatch_event("#api-key", "change")
-        page.wait_for_selector("#model option[value='tiny']", state="attached", timeout=WAIT_MS)
-        assert page.is_hidden("#error")
-        context.close()
-
+def test_the_key_field_appears_when_keys_are_on(urls, page) -> None:
+    page, outside = page
+    page.goto(f"{urls['keyed']}/")
+    page.wait_for_selector("#key-box:not([hidden])", timeout=WAIT_MS)
+    refused = httpx.get(f"{urls['keyed']}/v1/models").json()["error"]
+    assert page.inner_text("#error-code") == refused["code"] == "unauthorized"
+    assert page.inner_text("#error-message") == refused["message"]
+    page.fill("#api-key", urls["key"])
+    page.press("#api-key", "Enter")
+    page.wait_for_selector("#model option[value='tiny']", state="attached", timeout=WAIT_MS)
+    assert page.is_hidden("#error")
+    assert outside == []
