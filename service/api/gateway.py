@@ -193,8 +193,8 @@ class Gateway:
         self.video(video_id)
         self.backend.records.delete_video(video_id)
         self.backend.videos.delete(video_id)
+        self.backend.thumbnails.delete_video(video_id)  # first: it reads the features' index, deleted next
         self.backend.features.delete_video(video_id)
-        self.backend.thumbnails.delete_video(video_id)
         self.backend.reels.delete_video(video_id)
 
     # ------------------------------------------------------------------------------------------------ jobs

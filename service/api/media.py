@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import math
-from typing import Any
 
 from service.contract.errors import Conflict, InvalidRequest, NotFound
 from service.contract.schemas import (
     EncodingRecord,
     JobKind,
-    Mode,
     Status,
     VideoList,
     VideoRecord,
@@ -120,27 +118,3 @@ def reel(gw: Gateway, video_id: str, job_id: str) -> Blob:
         raise NotFound(f"no reel {job_id[:80]!r} for video {video_id} (the job rendered none, or it expired): "
                        "ask the summary again with render: true", code="unknown_reel")
     return blob
-
-
-def with_thumbnails(gw: Gateway, body: dict[str, Any], mode: Mode) -> dict[str, Any]:
-    """Name the thumbnail of each moment / highlight / segment (the clip it starts in) when there are some."""
-    video_id, model = body["video_id"], body["model"]
-    record = gw.backend.records.get_video(video_id)
-    enc = record.encoding(model) if record is not None else None
-    if enc is None or not enc.thumbnails:
-        return body
-    base = f"/v1/videos/{video_id}/thumbnails/{{}}?model={model}"
-
-    def name(items: list[dict[str, Any]], clip_seconds: float) -> None:
-        for item in items:
-            clip = min(enc.thumbnails - 1, max(0, int(item["start"] / clip_seconds + 1e-6)))
-            item["thumbnail"] = base.format(clip)
-
-    if mode == Mode.moments:
-        for result in body.get("results", []):
-            name(result["moments"], result["clip_seconds"])
-    elif mode == Mode.highlights:
-        name(body.get("highlights", []), body["clip_seconds"])
-    elif enc.clip_seconds:
-        name(body.get("segments", []), enc.clip_seconds)
-    return body

@@ -40,7 +40,7 @@ from service.store.jobs import Delivery, Outcome
 
 from .models import Models
 from .reels import reel_too_long, render_reel
-from .thumbnails import Thumbnails
+from .thumbnails import Thumbnails, name_thumbnails
 
 log = logging.getLogger("service.worker")
 
@@ -108,6 +108,7 @@ class Pipeline:
         self.settings, self.backend, self.models = settings, backend, models
         self.consumer, self.scratch = consumer, scratch
         self._infos: dict[str, VideoInfo] = {}  # video key -> info, for videos whose state is in memory
+        self._thumbnails: dict[str, int] = {}  # video key -> thumbnails kept (answers name them), as last read
         self._touched: dict[str, float] = {}  # video id -> when its TTLs were last restarted
 
     def run(self, video_id: str, model: str, deliveries: list[Delivery], *, preprocess: str | None = None) -> None:
@@ -209,7 +210,8 @@ class Pipeline:
                                               max_pixels=s.max_pixels, progress=report, stage=stages,
                                               on_frames=thumbs.add)
         clips = int(features.shape[1])
-        return Video(info=info, features=features, thumbnails=thumbs.jpegs if len(thumbs.jpegs) == clips else None)
+        return Video(info=info, features=features,
+                     thumbnails=thumbs.jpegs if thumbs.jpegs and len(thumbs.jpegs) == clips else None)
 
     def set_encoding(self, video_id: str, grounder: Grounder, **fields: Any) -> None:
         """The video's entry for this model (``models`` in its status): one hash field, written whole."""
@@ -240,19 +242,24 @@ class Pipeline:
             record = records.get_video(video_id)
             clips = int(video.features.shape[1])
             owned = record is not None and self.owns_record(record, grounder)
+            update: dict[str, Any] = {}
             if record is not None and owned and record.status != Status.ready:
-                records.update_video(video_id, status=Status.ready, progress=1.0, duration=video.info.duration,
-                                     num_clips=clips, clip_seconds=1.0 / grounder.spec.fps,
-                                     preprocess=grounder.spec.preprocess, error_code=None, error_message=None,
-                                     error_status=None)
+                update.update(status=Status.ready, progress=1.0, duration=video.info.duration, num_clips=clips,
+                              clip_seconds=1.0 / grounder.spec.fps, preprocess=grounder.spec.preprocess,
+                              error_code=None, error_message=None, error_status=None)
             entry = record.encodings.get(grounder.spec.name) if record is not None else None
             fresh = video.thumbnails is not None  # just encoded: thumbnails (re)made with these features
+            kept = len(video.thumbnails or []) if fresh else (entry.thumbnails if entry is not None and
+                                                               entry.feature_id == grounder.feature_id else 0)
+            self._thumbnails[f"{video_id}:{grounder.feature_id}"] = kept
             if record is not None and (owned or record.model != grounder.spec.name) and (
                     fresh or entry is None or entry.status != Status.ready or entry.feature_id != grounder.feature_id):
-                kept = len(video.thumbnails or []) if fresh else (entry.thumbnails if entry is not None and
-                                                                   entry.feature_id == grounder.feature_id else 0)
-                self.set_encoding(video_id, grounder, status=Status.ready, progress=1.0, num_clips=clips,
-                                  clip_seconds=1.0 / grounder.spec.fps, thumbnails=kept)
+                ready = EncodingRecord(status=Status.ready, progress=1.0, preprocess=grounder.spec.preprocess,
+                                       feature_id=grounder.feature_id, num_clips=clips,
+                                       clip_seconds=1.0 / grounder.spec.fps, thumbnails=kept)
+                update[encoding_field(grounder.spec.name)] = ready.model_dump(mode="json")
+            if update:  # one write: a reader never sees the video ready without its thumbnails
+                records.update_video(video_id, **update)
         now = time.monotonic()
         if now - self._touched.get(video_id, -float("inf")) >= self.settings.video_ttl_s / 10:
             self._touched[video_id] = now
@@ -290,7 +297,9 @@ class Pipeline:
                 self.backend.jobs.hold(self.consumer, video_id, model, _AFFINITY_TTL_S)
             by_query = dict(zip(queries, results, strict=True))
             for job in group:
-                answers[job.job_id] = shape_answer(job, [by_query[q] for q in job.queries], grounder)
+                answers[job.job_id] = name_thumbnails(
+                    shape_answer(job, [by_query[q] for q in job.queries], grounder), job, video_id,
+                    self._thumbnails.get(key, 0), 1.0 / grounder.spec.fps)
         return answers
 
     def render_reels(self, video_id: str, jobs: list[Job], answers: dict[str, dict[str, Any]],

@@ -18,8 +18,6 @@ from service.contract.schemas import (
 )
 
 from ..deps import GatewayDep, require_api_key
-from ..gateway import call
-from ..media import with_thumbnails
 from ..responses import ACCEPTED, accepted, answer, errors
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["answers"])
@@ -34,7 +32,7 @@ async def moments(video_id: str, body: MomentsRequest, gw: GatewayDep) -> Any:
     preprocess = gw.check_preprocess(name, card, body.preprocess)
     out = await gw.run(video_id, name, Mode.moments, queries, wait_s=gw.settings.moments_wait_s,
                        top_k=body.top_k, nms_thres=body.nms_thres, min_score=body.min_score, preprocess=preprocess)
-    return accepted(out) if isinstance(out, Pending) else answer(await call(with_thumbnails, gw, out, Mode.moments))
+    return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
 @router.post("/videos/{video_id}/highlights", response_model=HighlightsResponse,
@@ -45,8 +43,7 @@ async def highlights(video_id: str, body: HighlightsRequest, gw: GatewayDep) -> 
     query = gw.default_query(name, card, body.query)
     out = await gw.run(video_id, name, Mode.highlights, [query], wait_s=gw.settings.moments_wait_s,
                        top_k=body.top_k, preprocess=gw.check_preprocess(name, card, body.preprocess))
-    return accepted(out) if isinstance(out, Pending) else answer(await call(with_thumbnails, gw, out,
-                                                                            Mode.highlights))
+    return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
 @router.post("/videos/{video_id}/summary", response_model=SummaryResponse,
@@ -59,4 +56,4 @@ async def summary(video_id: str, body: SummaryRequest, gw: GatewayDep) -> Any:
     out = await gw.run(video_id, name, Mode.summary, [query], wait_s=gw.settings.moments_wait_s,
                        budget=body.budget, preprocess=gw.check_preprocess(name, card, body.preprocess),
                        **({"render": True} if body.render else {}))
-    return accepted(out) if isinstance(out, Pending) else answer(await call(with_thumbnails, gw, out, Mode.summary))
+    return accepted(out) if isinstance(out, Pending) else answer(out)

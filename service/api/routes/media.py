@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -13,7 +14,18 @@ from ..gateway import call
 from ..ranges import serve, sniff_video_type
 from ..responses import errors
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["media"])
+
+async def media_key(request: Request, api_key: Annotated[str | None, Query(
+        description="the API key, for <video> and <img> elements, which cannot send headers (when keys are on)",
+        max_length=256)] = None) -> None:
+    """The API key as a header, or as ``?api_key=`` (media URLs are fetched by the browser itself)."""
+    keys = request.app.state.settings.api_key_values()
+    if keys and api_key and any(hmac.compare_digest(api_key.encode(), k.encode()) for k in keys):
+        return
+    await require_api_key(request)
+
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(media_key)], tags=["media"])
 
 _BYTES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"video/mp4": {}, "application/octet-stream": {}}, "description": "The whole payload."},
