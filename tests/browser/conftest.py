@@ -22,11 +22,13 @@ API_KEY = "page-test-key-0123456789"  # the keyed API's (at least 16 characters)
 @pytest.fixture(scope="module")
 def urls(tmp_path_factory) -> Iterator[dict[str, str]]:
     """Base URLs of the service the page is walked through (``main``: API + worker) and of a second API with keys
-    on (``keyed``, with its ``key``: it needs no worker), all started at once (each takes seconds to import)."""
+    on (``keyed``, with its ``key``) in front of the same store and worker, all started at once (each takes
+    seconds to import)."""
     folder = tmp_path_factory.mktemp("browser")
     registry = write_registry(folder)
-    env = service_env(f"r2test-{uuid.uuid4().hex[:10]}", registry)
-    keyed_env = service_env(f"r2test-{uuid.uuid4().hex[:10]}", registry, api_keys=API_KEY)
+    prefix = f"r2test-{uuid.uuid4().hex[:10]}"
+    env = service_env(prefix, registry)
+    keyed_env = service_env(prefix, registry, api_keys=API_KEY)  # the same Redis keys: the same videos, one worker
     procs = [worker_process(env, folder, "worker")]
     urls = {"key": API_KEY}
     try:

@@ -165,15 +165,24 @@ def test_a_video_picked_from_the_list_and_api_errors_shown_as_the_api_says_them(
     assert outside == []
 
 
-def test_the_key_field_appears_when_keys_are_on(urls, page) -> None:
+def test_the_key_field_appears_when_keys_are_on(urls, page, tmp_path) -> None:
     page, outside = page
-    page.goto(f"{urls['keyed']}/")
+    keyed = urls["keyed"]
+    video = scene_video(tmp_path / "walk.mp4")  # the walkthrough's bytes: already encoded when it ran first
+    with open(video, "rb") as f:
+        video_id = httpx.post(f"{keyed}/v1/videos", files={"file": (video.name, f, "video/mp4")},
+                              headers={"X-API-Key": urls["key"]}, timeout=60).json()["video_id"]
+    page.goto(f"{keyed}/")
     page.wait_for_selector("#key-box:not([hidden])", timeout=WAIT_MS)
-    refused = httpx.get(f"{urls['keyed']}/v1/models").json()["error"]
+    refused = httpx.get(f"{keyed}/v1/models").json()["error"]
     assert page.inner_text("#error-code") == refused["code"] == "unauthorized"
     assert page.inner_text("#error-message") == refused["message"]
     page.fill("#api-key", urls["key"])
     page.press("#api-key", "Enter")
     page.wait_for_selector("#model option[value='tiny']", state="attached", timeout=WAIT_MS)
     assert page.is_hidden("#error")
+    # The player streams the video with the key too (media elements cannot send the header).
+    page.click(f"#videos .video-item[data-id='{video_id}']", timeout=WAIT_MS)
+    page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=WAIT_MS)
+    assert page.evaluate("document.getElementById('player').duration") == pytest.approx(20, abs=0.2)
     assert outside == []

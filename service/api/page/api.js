@@ -18,7 +18,6 @@ export function getKey() { return apiKey; }
 export function setKey(key) {
   apiKey = key.trim();
   if (apiKey) localStorage.setItem(KEY_STORE, apiKey); else localStorage.removeItem(KEY_STORE);
-  mediaCache.clear();
 }
 
 // Called with every ApiError (the page shows it, and shows the key field on 401).
@@ -94,18 +93,9 @@ export function upload(file, model, onProgress) {
   });
 }
 
-// A URL a <video> or <img> can load. Without a key it is the route itself (the browser streams it with Range
-// requests); with one, the element cannot send the header, so the bytes are fetched with it into a blob URL.
-const mediaCache = new Map();
-export async function mediaUrl(path) {
+// A URL a <video> or <img> can load: the route itself (the browser streams it with Range requests). Such an
+// element cannot send a header, so with a key on, the media routes take it as ?api_key=.
+export function mediaUrl(path) {
   if (!apiKey) return path;
-  if (!mediaCache.has(path)) {
-    mediaCache.set(path, (async () => {
-      const response = await fetch(path, { headers: authHeaders() });
-      if (!response.ok) throw report(await errorOf(response));
-      return URL.createObjectURL(await response.blob());
-    })());
-    mediaCache.get(path).catch(() => mediaCache.delete(path));
-  }
-  return mediaCache.get(path);
+  return `${path}${path.includes("?") ? "&" : "?"}api_key=${encodeURIComponent(apiKey)}`;
 }

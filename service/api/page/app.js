@@ -94,7 +94,7 @@ async function selectVideo(id) {
   const status = await api.get(`/v1/videos/${id}?model=${encodeURIComponent(state.model)}`);
   if (player.dataset.video !== id) {  // the same video for another model: keep the player where it is
     player.dataset.video = id;
-    player.src = await api.mediaUrl(status.content || `/v1/videos/${id}/content`);
+    player.src = api.mediaUrl(status.content || `/v1/videos/${id}/content`);
   }
   showStatus(status);
   if (["queued", "processing"].includes(state.video.status)) await pollStatus(id);
@@ -236,8 +236,9 @@ function thumbnail(item, seconds) {
   return thumbnailPath(Math.min(last, Math.floor(seconds / clipSeconds + 1e-6)));
 }
 
-async function setImage(img, path) {
-  try { img.src = await api.mediaUrl(path); } catch { img.alt = "no thumbnail"; }
+function setImage(img, path) {
+  img.onerror = () => { img.alt = "no thumbnail"; };
+  img.src = api.mediaUrl(path);
 }
 
 const thumbnailPath = (clip) => videoPath(`thumbnails/${clip}?model=${encodeURIComponent(state.model)}`);
@@ -332,7 +333,7 @@ $("render").onclick = async () => {
   try {
     const out = await api.answer(videoPath("summary"), summaryBody({ render: true }), waiting($("reel-status")));
     const reel = $("reel");
-    reel.src = await api.mediaUrl(out.reel.url);
+    reel.src = api.mediaUrl(out.reel.url);
     reel.hidden = false;
     $("reel-status").textContent = `reel: ${out.segments.length} segments, ${fmt(out.reel.duration)} s, `
       + size(out.reel.size_bytes);
