@@ -149,14 +149,14 @@ class Gateway:
             else:
                 record = existing
                 records.touch_video(video_id, self.settings.video_ttl_s)
+                if encode and model != record.model:
+                    return self._encode_for(record, model, preprocess)
                 if encode and record.status == Status.failed:  # uploading again retries a failed video
                     retry = dict(status=Status.queued, progress=0.0, error_code=None, error_message=None,
                                  error_status=None)
                     records.update_video(video_id, **retry)
                     record = record.model_copy(update=retry)
                     created = True
-        if encode and not created and model != record.model:
-            return self._encode_for(record, model, preprocess)
         if not (encode and created):
             return record, False
         job = Job(job_id=uuid.uuid4().hex, kind=JobKind.encode_video, video_id=video_id, model=record.model,

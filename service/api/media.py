@@ -30,7 +30,7 @@ def decode_token(token: str) -> tuple[float, str]:
         if not isinstance(video_id, str) or not isinstance(score, int | float) or not math.isfinite(score):
             raise ValueError
         return float(score), video_id
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InvalidRequest("page_token is not a token this service gave (pass next_page_token as it came)",
                              code="invalid_page_token") from None
 

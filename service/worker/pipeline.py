@@ -144,7 +144,8 @@ class Pipeline:
                         Outcome(d, result=answers.get(d.job.job_id) if d.job else None) for d in deliveries]
             for d in deliveries:
                 if d.job is not None:
-                    metrics.inc("r2_jobs_total", kind=d.job.kind.value, outcome="ready")
+                    metrics.inc("r2_jobs_total", kind=d.job.kind.value,
+                                outcome="failed" if d.job.job_id in reel_errors else "ready")
         except Exception as err:
             outcomes = self.failed(deliveries, err, metrics)
         for stage, seconds in stages.seconds.items():

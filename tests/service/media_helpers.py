@@ -80,12 +80,17 @@ def upload(api: TestClient, path: Path, model: str | None = None, raw: bool = Fa
     return response.json()
 
 
-def wait_ready(api: TestClient, video_id: str, model: str | None = None) -> dict:
+def wait_until_finished(api: TestClient, video_id: str, model: str | None = None) -> dict:
     def done() -> dict | None:
         body = api.get(f"/v1/videos/{video_id}", params={"model": model} if model else None).json()
         return body if body.get("status") in ("ready", "failed") else None
 
-    body = wait_until(done, 90, f"video {video_id[:8]} encoded for {model or 'its model'}")
+    body: dict = wait_until(done, 90, f"video {video_id[:8]} encoded for {model or 'its model'}")
+    return body
+
+
+def wait_ready(api: TestClient, video_id: str, model: str | None = None) -> dict:
+    body = wait_until_finished(api, video_id, model)
     assert body["status"] == "ready", body
     return body
 

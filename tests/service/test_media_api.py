@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import pytest
 from fastapi.testclient import TestClient
-from media_helpers import media_service, until_200, upload, videos, wait_ready
+from media_helpers import media_service, until_200, upload, videos, wait_ready, wait_until_finished
 from PIL import Image
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -70,6 +70,20 @@ def test_a_second_model_is_not_ready_until_encoded_for_it(service, ready) -> Non
     assert plain["model"] == "tiny" and plain["num_clips"] == 6 and set(plain["models"]) == {"tiny", "tiny-fast"}
 
 
+def test_a_failed_video_fails_per_model(service) -> None:
+    api, _ = service
+    junk = b"not a video at all " * 64
+    response = api.post("/v1/videos", content=junk, headers={"Content-Type": "application/octet-stream"})
+    video_id = response.json()["video_id"]
+    assert wait_until_finished(api, video_id)["status"] == "failed"
+    response = api.post("/v1/videos", content=junk, params={"model": "tiny-fast"},
+                        headers={"Content-Type": "application/octet-stream"})
+    assert response.status_code == 202 and response.json()["model"] == "tiny-fast", response.text
+    body = wait_until_finished(api, video_id, "tiny-fast")
+    assert body["status"] == "failed" and body["error"]["code"] and body["models"]["tiny"]["status"] == "failed"
+    assert api.delete(f"/v1/videos/{video_id}").status_code == 204
+
+
 def test_content_serves_exact_ranges(ready) -> None:
     api, video, data = ready
     url = video["content"]
@@ -84,6 +98,9 @@ def test_content_serves_exact_ranges(ready) -> None:
         assert response.status_code == 206, header
         assert response.content == data[start:end], header
         assert response.headers["content-range"] == f"bytes {start}-{end - 1}/{size}"
+    for ignored in ("bytes=9-3", "bytes=0-1,5-6", "items=0-5"):  # invalid or several ranges: all of it (RFC 9110)
+        response = api.get(url, headers={"Range": ignored})
+        assert response.status_code == 200 and response.content == data, ignored
     response = api.get(url, headers={"Range": f"bytes={size}-"})
     assert response.status_code == 416 and response.headers["content-range"] == f"bytes */{size}"
     assert response.json()["error"]["code"] == "range_not_satisfiable"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from .. import media
@@ -26,6 +26,8 @@ async def media_key(request: Request, api_key: Annotated[str | None, Query(
 
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(media_key)], tags=["media"])
+RangeHeader = Annotated[str | None, Header(alias="Range", description="bytes=start-end, bytes=start- or bytes=-n "
+                                                                     "(one range; others get the whole payload)")]
 
 _BYTES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"video/mp4": {}, "application/octet-stream": {}}, "description": "The whole payload."},
@@ -34,7 +36,8 @@ _BYTES: dict[int | str, dict[str, Any]] = {
 
 @router.get("/videos/{video_id}/content", response_class=StreamingResponse,
             responses={**_BYTES, **errors(401, 404, 416, 503)})
-async def video_content(video_id: str, request: Request, gw: GatewayDep) -> StreamingResponse:
+async def video_content(video_id: str, request: Request, gw: GatewayDep, _range: RangeHeader = None
+                        ) -> StreamingResponse:
     """The uploaded video as it was uploaded, with Range support (what a ``<video>`` element seeks with)."""
     blob = await call(media.content, gw, video_id)
     head = await call(blob.bytes, 0, min(blob.size, 64))
@@ -54,7 +57,8 @@ async def video_thumbnail(video_id: str, clip: int, gw: GatewayDep,
 
 @router.get("/videos/{video_id}/reels/{job_id}.mp4", response_class=StreamingResponse,
             responses={**_BYTES, **errors(401, 404, 409, 416, 422, 503)})
-async def video_reel(video_id: str, job_id: str, request: Request, gw: GatewayDep) -> StreamingResponse:
+async def video_reel(video_id: str, job_id: str, request: Request, gw: GatewayDep, _range: RangeHeader = None
+                     ) -> StreamingResponse:
     """A highlight reel rendered by ``POST /v1/videos/{id}/summary`` with ``render: true`` (its ``reel.url``)."""
     blob = await call(media.reel, gw, video_id, job_id)
     return serve(request, blob, "video/mp4")
