@@ -116,6 +116,7 @@ function showStatus(raw) {
   if (v.duration) bits.push(`${v.duration.toFixed(1)} s`);
   if (v.num_clips) bits.push(`${v.num_clips} clips of ${v.clip_seconds} s`);
   if (v.error) bits.push(`${v.error.code}: ${v.error.message}`);
+  if (v.status === "not encoded") bits.push("drop the file again with this model chosen to encode it for it");
   $("video-info").textContent = bits.join(" · ");
   const ready = v.status === "ready";
   ["ask", "summarize"].forEach((b) => { $(b).disabled = !ready; });
@@ -306,6 +307,8 @@ async function summarize() {
   try {
     const out = await api.answer(videoPath("summary"), summaryBody(), waiting($("reel-status")));
     state.segments = out.segments;
+    $("reel").hidden = true;  // a reel of the previous summary is stale now
+    $("reel").removeAttribute("src");
     if (state.results.length) plot.setSegments(out.segments);
     else plot.show(state.video.duration || out.duration, [], out.segments);
     const total = out.segments.reduce((sum, s) => sum + (s.end - s.start), 0);
