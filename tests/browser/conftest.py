@@ -3,58 +3,46 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
-from service_helpers import Proc, free_port, service_env, wait_until, worker_process, write_registry
+from service_helpers import api_process, delete_prefix, redis_client, service_env, worker_process, write_registry
 
 CHROMIUM = os.environ.get("R2_TEST_CHROMIUM", "/usr/bin/chromium")
-API_KEY = "page-test-key-0123456789"  # the keyed API's (at least 16 characters)
+API_KEY = "page-test-key-0123456789"  # keys are at least 16 characters
+
+
+@dataclass(frozen=True)
+class Service:
+    url: str
+    key: str
+
+    def headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.key}
 
 
 @pytest.fixture(scope="module")
-def urls(tmp_path_factory) -> Iterator[dict[str, str]]:
-    """Base URLs of the service the page is walked through (``main``: API + worker) and of a second API with keys
-    on (``keyed``, with its ``key``) in front of the same store and worker, all started at once (each takes
-    seconds to import)."""
+def service(tmp_path_factory) -> Iterator[Service]:
+    """The service the page is walked through: API (keys on, as a deployment would run it) and one worker with the
+    tiny model on the real Redis; its keys are deleted afterwards."""
     folder = tmp_path_factory.mktemp("browser")
-    registry = write_registry(folder)
     prefix = f"r2test-{uuid.uuid4().hex[:10]}"
-    env = service_env(prefix, registry)
-    keyed_env = service_env(prefix, registry, api_keys=API_KEY)  # the same Redis keys: the same videos, one worker
-    procs = [worker_process(env, folder, "worker")]
-    urls = {"key": API_KEY}
+    env = service_env(prefix, write_registry(folder), api_keys=API_KEY)
+    worker = worker_process(env, folder, "worker")
     try:
-        for name, proc_env in (("main", env), ("keyed", keyed_env)):
-            port = free_port()
-            procs.append(Proc(["-m", "r2tuning", "serve", "--host", "127.0.0.1", "--port", str(port)], proc_env,
-                              folder / f"api-{name}.log"))
-            urls[name] = f"http://127.0.0.1:{port}"
-        for name, proc in zip(("main", "keyed"), procs[1:], strict=True):
-            wait_until(functools.partial(answers, proc, urls[name]), 60,
-                       f"the {name} API to start (log: {proc.log_path})")
-        yield urls
+        with api_process(env, folder) as (_, base):
+            yield Service(base, API_KEY)
     finally:
-        for proc in procs:
-            proc.proc.terminate()
-        for proc in procs:
-            proc.stop()
-
-
-def answers(proc: Proc, base: str) -> bool:
-    return proc.proc.poll() is None and httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-
-
-@pytest.fixture(scope="module")
-def base_url(urls) -> str:
-    return urls["main"]
+        worker.stop()
+        client = redis_client()
+        delete_prefix(client, prefix)
+        client.close()
 
 
 @pytest.fixture(scope="module")
