@@ -357,8 +357,13 @@ function seek(seconds) {
   player.currentTime = seconds;
 }
 
-function followPlayer() {
-  plot.moveCursor(player.currentTime);
+// The cursor follows the player at about 20 updates a second (a relayout per frame is wasted work).
+let lastMove = 0;
+function followPlayer(now) {
+  if (now - lastMove > 50) {
+    lastMove = now;
+    plot.moveCursor(player.currentTime);
+  }
   if (!player.paused) requestAnimationFrame(followPlayer);
 }
 player.addEventListener("play", () => requestAnimationFrame(followPlayer));
