@@ -175,6 +175,11 @@ class VideoInfo:
     def __post_init__(self) -> None:
         object.__setattr__(self, "clip_times", tuple(float(t) for t in self.clip_times))  # JSON gives a list
 
+    def player_clip_times(self) -> list[float]:
+        """``clip_times`` as a player shows them (0 = the container's start), to the millisecond: the time of each
+        clip's saliency value. Empty until decoding has ended (and for features cached without them)."""
+        return [round(t - self.start_time, 3) for t in self.clip_times]
+
 
 @dataclass(frozen=True)
 class FrameSpec:
