@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from models.postprocess import round_rows, time_decimals
-from models.video import FrameSpec, sample_indices
+from models.video import sample_indices
 from r2tuning.cli import main
 from service.contract.schemas import Job, JobKind, Mode
 from service.worker.pipeline import Video, clip_times, shape_answer
