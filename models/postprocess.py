@@ -198,13 +198,13 @@ SCORE_DECIMALS = 6  # a float32 score carries about 7 significant digits: the re
 
 def time_decimals(unit: float | None) -> int:
     """Decimal places of the times reported for a model with this rounding ``unit`` (seconds): those of the unit
-    itself, at least milliseconds (a window that reached the video's end keeps the duration, not a grid value),
-    at most microseconds."""
+    itself, at least 4 (a window that reached the video's end keeps un-rounded values, as the official
+    post-processing does: 0.1 ms keeps them within the reference tolerance), at most microseconds."""
     places = 0
     if unit:
         exponent = decimal.Decimal(repr(float(unit))).normalize().as_tuple().exponent
         places = max(0, -int(exponent))
-    return min(6, max(3, places))
+    return min(6, max(4, places))
 
 
 def round_rows(rows: Sequence[Row], unit: float | None) -> list[Row]:

@@ -161,7 +161,7 @@ def assert_same_answers(service_results: list[dict], engine_results: list) -> No
         assert len(got["moments"]) == len(want.moments)
         for m, (s, e, c) in zip(got["moments"], want.moments, strict=True):
             assert (m["start"], m["end"], m["score"]) == pytest.approx((s, e, c), abs=1e-4)
-            assert (m["start"], m["end"], m["score"]) == (round(m["start"], 3), round(m["end"], 3),
+            assert (m["start"], m["end"], m["score"]) == (round(m["start"], 4), round(m["end"], 4),
                                                           round(m["score"], 6))  # no float32 noise
         assert got["clip_times"] == pytest.approx(want.clip_times, abs=1e-6)  # each clip's real time
 

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from engine_helpers import tiny_paths
 from fixture_sets import fixture_path, read_listing
 
@@ -27,6 +29,7 @@ def _readme_python_example() -> str:
     return blocks[0]
 
 
+@pytest.mark.slow  # a fresh interpreter and decoder server import torch: ~10 s on an idle machine
 def test_readme_python_example_runs_as_a_script(tmp_path: Path) -> None:
     code = _readme_python_example()
     model = re.search(r'get_model\("([^"]+)"\)', code)
