@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from local_http import local_server, send
 
 from service.contract.errors import ServiceError
 from service.contract.settings import Settings
 from service.worker.fetch import Fetcher
-
-from local_http import local_server, send
 
 BODY = os.urandom(300_000)
 

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from local_http import local_server, send
 
 from service.api import create_app
 from service.contract.keys import Keys
@@ -24,7 +25,6 @@ from service.store.memory import MemoryJobStore, MemoryRecords
 from service.store.redis_jobs import RedisJobStore
 from service.worker.webhooks import WebhookSender
 
-from local_http import local_server, send
 from service_helpers import (  # noqa: F401 - fixtures
     CLUSTER,
     REDIS_URL,
