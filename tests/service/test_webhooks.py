@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 
@@ -28,6 +29,7 @@ from service.worker.webhooks import WebhookSender
 from service_helpers import (  # noqa: F401 - fixtures
     CLUSTER,
     REDIS_URL,
+    REPO_ROOT,
     SINGLE,
     fixture_video,
     redis_client,
@@ -90,13 +92,24 @@ def test_a_dead_senders_lease_ends_and_another_sender_retakes_the_delivery(jobs)
     assert again.hook_id == leased.hook_id and again.token == leased.token
 
 
+def docs_verify():
+    """The verification snippet of docs/webhooks.md, as a reader would paste it."""
+    text = (REPO_ROOT / "docs" / "webhooks.md").read_text()
+    namespace: dict = {}
+    exec(re.search(r"```python\n(.*?)```", text, re.S).group(1), namespace)  # noqa: S102 - our own docs
+    return namespace["verify"]
+
+
 def signed_receiver(fail_first: int, seen: list[dict]) -> object:
-    """A receiver verifying like docs/webhooks.md: fresh timestamp, HMAC over "<timestamp>.<body>"."""
+    """A receiver checking each delivery with its own HMAC and with the snippet of docs/webhooks.md."""
+    snippet, ids = docs_verify(), set()
+
     def answer(h) -> None:
         body, ts, signature = h.seen_body, h.headers["R2-Webhook-Timestamp"], h.headers["R2-Webhook-Signature"]
         expected = "v1=" + hmac.new(SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
         good = hmac.compare_digest(expected, signature) and abs(time.time() - int(ts)) < 300
-        seen.append(dict(good=good, id=h.headers["R2-Webhook-Id"], event=json.loads(body)))
+        fresh = snippet(SECRET.encode(), dict(h.headers.items()), body, ids)
+        seen.append(dict(good=good, fresh=fresh, id=h.headers["R2-Webhook-Id"], event=json.loads(body)))
         send(h, 500 if len(seen) <= fail_first else 204)
     return answer
 
@@ -118,6 +131,7 @@ def test_a_receiver_that_fails_first_gets_the_signed_event_again_after_a_back_of
         wait_until(lambda: out.send_due(), 3, "the retry to be due")
         out.stop()
     assert [s["good"] for s in seen] == [True, True] and seen[0]["id"] == seen[1]["id"]
+    assert [s["fresh"] for s in seen] == [True, False]  # the snippet refuses the repeated id
     event = seen[1]["event"]
     assert (event["type"], event["job_id"], event["status"], event["result"]) == (
         "answer.ready", "j3", "ready", {"results": ["a"]})
@@ -227,6 +241,6 @@ def test_uploads_answers_and_url_ingests_end_in_signed_events(redis_prefix, tmp_
             thread.join(30)
     types = sorted(s["event"]["type"] for s in seen)
     assert types == ["answer.ready", "video.fetched", "video.ready", "video.ready"], seen
-    assert all(s["good"] for s in seen) and len({s["id"] for s in seen}) == 4
+    assert all(s["good"] and s["fresh"] for s in seen) and len({s["id"] for s in seen}) == 4
     answer_event = next(s["event"] for s in seen if s["event"]["type"] == "answer.ready")
     assert answer_event["result"]["results"][0]["query"] == "a dog" and answer_event["video_id"] == done["video_id"]

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.contract.schemas import CALLBACK_HELP, PREPROCESS_HELP, Status, VideoStatus
+from service.contract.schemas import CALLBACK_HELP, PREPROCESS_HELP, IngestRequest, Status, VideoStatus
 
 from ..deps import GatewayDep, require_api_key
 from ..gateway import call
@@ -23,7 +23,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
         "model": {"type": "string", "description": "model to encode it for (default: the service's)"},
         "preprocess": {"type": "string", "description": PREPROCESS_HELP},
         "callback_url": {"type": "string", "description": CALLBACK_HELP}}}},
-    "application/json": {"schema": {"$ref": "#/components/schemas/IngestRequest"}},
+    "application/json": {"schema": IngestRequest.model_json_schema()},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
