@@ -47,6 +47,7 @@ from .uploads import Upload
 T = TypeVar("T")
 
 _VIDEO_ID_CHARS = frozenset("0123456789abcdef")
+_JOB_ID_TRIES = 20  # how long (x 50 ms) a callback waits for a concurrent upload's encoding job to be named
 _MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # the zoo's rule (models.zoo.spec)
 
 
@@ -89,6 +90,11 @@ class Gateway:
         """Deliver the end of a video's encoding to ``url``: at once for a video that is ready already."""
         if url is None:
             return
+        for _ in range(_JOB_ID_TRIES):  # a concurrent upload of the same bytes may be queueing its encoding now
+            if record.status == Status.ready or record.job_id is not None:
+                break
+            time.sleep(0.05)
+            record = self.video(record.video_id)
         if record.status == Status.ready or record.job_id is None:
             done = JobRecord(job_id=record.job_id or "", kind=JobKind.encode_video, video_id=record.video_id,
                              model=record.model, status=Status.ready)

@@ -5,9 +5,10 @@ A request is the method, the path, the content type and the body's SHA-256 (a mu
 its boundary taken out, so a client re-encoding the same form for a retry sends the same request). Keys are
 scoped by the API key that sent them and kept for ``R2_IDEMPOTENCY_TTL_S``. The first answer is stored when it
 is final (any status but 401, 429 and 5xx, whose retries should run again) and its body was read to the end; a
-repeat while the first request is still running gets 409 ``idempotency_in_progress``. A replay carries the
-header ``Idempotent-Replayed: true``. An answer of 202 is replayed as it was (the job it names is the first
-request's job).
+repeat while the first request is still running gets 409 ``idempotency_in_progress`` (the reservation of an
+API process that died is released after :data:`PENDING_TTL_S`). A replay carries the header
+``Idempotent-Replayed: true``. An answer of 202 is replayed as it was (the job it names is the first request's
+job).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ HEADER = b"idempotency-key"
 MAX_KEY_CHARS = 255
 MAX_STORED_BODY = 1 << 20  # answers are small; a larger one is not stored (its key is dropped)
 _REPLAYED_HEADERS = {b"content-type", b"location", b"retry-after"}
+PENDING_TTL_S = 900  # a reservation whose API process died mid-request is released after this
 
 
 class _BodyHash:
@@ -102,7 +104,7 @@ class IdempotencyMiddleware:
                   f"{content_type.decode('latin-1')}"
         store = self.store(scope)
         try:
-            found = await run_in_threadpool(store.reserve, slot, self.ttl_s)
+            found = await run_in_threadpool(store.reserve, slot, min(self.ttl_s, PENDING_TTL_S))
         except BACKEND_ERRORS as err:
             await _respond(send, *_error(503, "redis_unavailable", f"Redis cannot be reached ({err}); retry later"))
             return
