@@ -31,7 +31,7 @@ async def moments(video_id: str, body: MomentsRequest, gw: GatewayDep) -> Any:
     name, card = gw.model(body.model, needs_moments=True)
     queries = gw.check_queries(body.queries)
     preprocess = gw.check_preprocess(name, card, body.preprocess)
-    callback_url = await call(gw.check_callback, body.callback_url)
+    callback_url = await call(gw.check_callback, body.callback_url) if body.callback_url else None
     out = await gw.run(video_id, name, Mode.moments, queries, wait_s=gw.settings.moments_wait_s,
                        top_k=body.top_k, nms_thres=body.nms_thres, min_score=body.min_score, preprocess=preprocess,
                        callback_url=callback_url)
@@ -44,7 +44,7 @@ async def highlights(video_id: str, body: HighlightsRequest, gw: GatewayDep) -> 
     """The saliency curve and the best clips (highlight models use their domain as the query)."""
     name, card = gw.model(body.model)
     query = gw.default_query(name, card, body.query)
-    callback_url = await call(gw.check_callback, body.callback_url)
+    callback_url = await call(gw.check_callback, body.callback_url) if body.callback_url else None
     out = await gw.run(video_id, name, Mode.highlights, [query], wait_s=gw.settings.moments_wait_s,
                        top_k=body.top_k, preprocess=gw.check_preprocess(name, card, body.preprocess),
                        callback_url=callback_url)
@@ -57,7 +57,7 @@ async def summary(video_id: str, body: SummaryRequest, gw: GatewayDep) -> Any:
     """A summary: the most salient clips up to ``budget`` of the duration, merged into segments."""
     name, card = gw.model(body.model)
     query = gw.default_query(name, card, body.query)
-    callback_url = await call(gw.check_callback, body.callback_url)
+    callback_url = await call(gw.check_callback, body.callback_url) if body.callback_url else None
     out = await gw.run(video_id, name, Mode.summary, [query], wait_s=gw.settings.moments_wait_s,
                        budget=body.budget, preprocess=gw.check_preprocess(name, card, body.preprocess),
                        callback_url=callback_url)

@@ -43,9 +43,12 @@ async def upload_video(request: Request, response: Response, gw: GatewayDep) -> 
     try:
         name, card = gw.model(upload.field("model"))
         preprocess = gw.check_preprocess(name, card, upload.field("preprocess"))
-        callback_url = await call(gw.check_callback, upload.field("callback_url"))
+        callback_url = upload.field("callback_url")
+        if callback_url:
+            callback_url = await call(gw.check_callback, callback_url)
         record, _ = await call(gw.store_upload, upload, name, encode=True, preprocess=preprocess)
-        await call(gw.watch_video, record, callback_url)
+        if callback_url:
+            await call(gw.watch_video, record, callback_url)
     finally:
         upload.discard()
     response.status_code = 200 if record.status == Status.ready else 202
