@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from local_http import local_server, send
 from service.contract.errors import ServiceError
 from service.contract.settings import Settings
 from service.worker.fetch import Fetcher
+
+from service_helpers import REDIS_URL, redis_prefix, write_registry  # noqa: F401 - fixture
 
 BODY = os.urandom(300_000)
 
@@ -122,3 +125,52 @@ def test_a_stalled_server_is_cut_off(tmp_path) -> None:
     assert err.code == "fetch_stalled" and time.monotonic() - started < 1.4
     with local_server(lambda h: send(h, 404, b"no")) as server:
         assert failure(tmp_path, f"{server.url}/v.mp4").code == "fetch_failed"
+
+
+def test_a_failed_fetch_fails_its_job_and_its_receiver_hears_video_failed(tmp_path) -> None:
+    from service.contract.schemas import Job, JobKind, JobRecord, Status
+    from service.contract.webhooks import event_body
+    from service.store.backend import open_backend
+    from service.worker.fetch import FetchRunner
+
+    settings = Settings(fetch_allowlist=["127.0.0.1"], upload_dir=tmp_path, webhook_secret="s")
+    backend = open_backend(settings)  # embedded: memory
+    try:
+        with local_server(lambda h: send(h, 404, b"gone")) as server:
+            job = Job(job_id="f1", kind=JobKind.fetch, video_id="", model="tiny", url=f"{server.url}/v.mp4")
+            backend.jobs.submit(job, 60)
+            backend.jobs.add_callback("f1", f"{server.url}/hook", 60)
+            taken = backend.jobs.take("w", 1, 1)
+            backend.jobs.begin("w", taken)
+            FetchRunner(settings, backend, "w", tmp_path / "scratch").run(taken[0])
+        record = backend.jobs.get("f1")
+        assert isinstance(record, JobRecord) and record.status == Status.failed and record.error_code == "fetch_failed"
+        (hook,) = backend.jobs.due_hooks(30, 10)
+        event = json.loads(event_body(hook))
+        assert event["type"] == "video.failed" and event["error"]["code"] == "fetch_failed"
+        assert list((tmp_path / "scratch").iterdir()) == []  # the partial download is gone
+    finally:
+        backend.close()
+
+
+@pytest.mark.redis
+def test_the_api_queues_a_fetch_and_reports_it(redis_prefix, tmp_path) -> None:  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    from service.api import create_app
+
+    settings = Settings(redis_url=REDIS_URL, key_prefix=redis_prefix, models=["tiny"],
+                        registry_file=write_registry(tmp_path), upload_dir=tmp_path, fetch_allowlist=["127.0.0.1"])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        response = client.post("/v1/videos", json={"url": "http://127.0.0.1:9/v.mp4"})
+        assert response.status_code == 202, response.text
+        status = client.get(response.headers["Location"]).json()
+        assert (status["status"], status["url"], status["video_id"]) == ("queued", "http://127.0.0.1:9/v.mp4", None)
+        for body, code in ((b"{", "invalid_request"), (b'{"url": "http://127.0.0.1/", "extra": 1}', "invalid_request"),
+                           (b"{}", "invalid_request"), (b'{"url": "http://127.0.0.1/", "model": "nope"}',
+                                                         "unknown_model")):
+            bad = client.post("/v1/videos", content=body, headers={"Content-Type": "application/json"})
+            assert bad.status_code in (404, 422) and bad.json()["error"]["code"] == code, bad.text
+        big = client.post("/v1/videos", content=b'{"url": "' + b"a" * 20000 + b'"}',
+                          headers={"Content-Type": "application/json"})
+        assert big.status_code == 413
