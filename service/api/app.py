@@ -19,8 +19,10 @@ from service.store.backend import open_backend
 
 from .errors import install_error_handlers
 from .gateway import Gateway, call
+from .idempotency import IdempotencyMiddleware
 from .metrics import RequestMetrics, SharedCollector
-from .routes import answers, ground, health, media, models, ops, page, training, videos
+from .routes import answers, ground, health, ingests, media, models, ops, page, training, videos
+from .uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("service.api")
 
@@ -58,7 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry.register(SharedCollector(
         lambda: app.state.gateway.backend if hasattr(app.state, "gateway") else None))
     install_error_handlers(app)
-    for module in (health, ops, models, videos, media, answers, ground, training, page):
+    for module in (health, ops, models, videos, media, answers, ground, training, ingests, page):
         app.include_router(module.router)
+    app.add_middleware(IdempotencyMiddleware, ttl_s=settings.idempotency_ttl_s,
+                       max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app
