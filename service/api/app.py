@@ -20,7 +20,9 @@ from service.store.backend import open_backend
 from .errors import install_error_handlers
 from .gateway import Gateway, call
 from .metrics import RequestMetrics, SharedCollector
+from .openapi import install_docs
 from .routes import answers, ground, health, models, ops, training, videos
+from .timeouts import BodyTimeout
 
 log = logging.getLogger("service.api")
 
@@ -52,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs = settings.public_docs or not settings.api_keys
     app = FastAPI(title="R2-Tuning grounding service", version="1.0.0", lifespan=lifespan,
                   summary="Find the moments of a video that match a text query.",
-                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.registry = CollectorRegistry()
     app.state.registry.register(SharedCollector(
@@ -60,5 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, ops, models, videos, answers, ground, training):
         app.include_router(module.router)
+    if docs:
+        install_docs(app, settings)  # after the routes: the document lists them
+    app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app

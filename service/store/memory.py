@@ -246,11 +246,18 @@ class MemoryJobStore(JobStore):
             if len(self._waiting) + len(self._claims) >= self.max_length:
                 raise self.full_error()
             record = JobRecord(job_id=job.job_id, kind=job.kind, video_id=job.video_id, model=job.model)
+            payload = job.model_dump_json()  # before anything is stored: a job that cannot be queued leaves nothing
             self._records.put(job.job_id, record.model_dump(mode="json"), ttl_s)
-            if request_hash is not None:
-                self._requests.put(request_hash, job.job_id, ttl_s)
-            self._seq += 1
-            self._waiting.append((f"{int(time.time() * 1000)}-{self._seq}", job.model_dump_json()))
+            try:
+                if request_hash is not None:
+                    self._requests.put(request_hash, job.job_id, ttl_s)
+                self._seq += 1
+                self._waiting.append((f"{int(time.time() * 1000)}-{self._seq}", payload))
+            except BaseException:  # all or nothing, like the Redis script
+                self._records.data.pop(job.job_id, None)
+                if request_hash is not None and self._requests.get(request_hash) == job.job_id:
+                    self._requests.data.pop(request_hash, None)
+                raise
             self._cond.notify_all()
             return record
 
