@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from service.contract.keys import Keys
-from service.contract.schemas import Job, JobRecord, Status, VideoRecord, WorkerInfo
+from service.contract.schemas import Job, JobKind, JobRecord, Status, VideoRecord, WorkerInfo
 
 from .chunks import ChunkStore, Header
 from .jobs import Delivery, JobStore, Outcome, parse_delivery
@@ -223,8 +223,10 @@ def _resolve(future: asyncio.Future[bool]) -> None:
 class MemoryJobStore(JobStore):
     """One shared queue (embedded mode has one worker), job records with TTLs, and done events."""
 
-    def __init__(self, max_length: int, metrics: MemoryRecords) -> None:
+    def __init__(self, max_length: int, metrics: MemoryRecords, max_results: int = 10_000) -> None:
         super().__init__(max_length)
+        self.max_results = max_results
+        self._answered: OrderedDict[str, None] = OrderedDict()  # finished ground jobs, oldest first
         self._cond = threading.Condition()
         self._records = _Expiring()
         self._requests = _Expiring()
@@ -345,6 +347,10 @@ class MemoryJobStore(JobStore):
                 raw.update(_plain(fields))
                 for loop, future in self._waiters.pop(job.job_id, []):
                     loop.call_soon_threadsafe(_resolve, future)
+                if job.kind == JobKind.ground:  # the answers kept are bounded, like in Redis
+                    self._answered[job.job_id] = None
+                    while len(self._answered) > self.max_results:
+                        self._records.data.pop(self._answered.popitem(last=False)[0], None)
         self._metrics.add_metrics(metrics or {})
 
     def update(self, job_id: str, ttl_s: int, **fields: Any) -> bool:

@@ -19,7 +19,7 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from service.contract.keys import JOB_GROUP, Keys
-from service.contract.schemas import Job, JobRecord, Status
+from service.contract.schemas import Job, JobKind, JobRecord, Status
 
 from .connect import AsyncRedisClient, RedisClient, async_redis_client
 from .jobs import Delivery, JobStore, Outcome, parse_delivery
@@ -121,6 +121,23 @@ for j = 4 + 5 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV
 return n
 """
 
+# KEYS: the results sorted set. ARGV: most kept, now, ttl, job key prefix, done key prefix, then the ids of the
+# ground jobs just finished. Adds them, forgets members that expired anyway, and deletes the records (answers)
+# and done lists of the oldest past the limit: the answers' memory is bounded whatever the request rate.
+_BOUND_RESULTS = """
+local key, limit, now = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 6, #ARGV do redis.call('ZADD', key, now, ARGV[i]) end
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - tonumber(ARGV[3]))
+redis.call('EXPIRE', key, ARGV[3])
+local excess = redis.call('ZCARD', key) - limit
+if excess <= 0 then return 0 end
+local dropped = redis.call('ZPOPMIN', key, excess)
+for i = 1, #dropped, 2 do
+  redis.call('DEL', ARGV[4] .. dropped[i], ARGV[5] .. dropped[i])
+end
+return excess
+"""
+
 # KEYS: job record. ARGV: ttl, fields... Like _UPDATE, and restarts the record's TTL (a long job's progress).
 _PROGRESS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -162,10 +179,10 @@ class RedisJobStore(JobStore):
     """Jobs of every process of a deployment, in one Redis (or one slot of a cluster)."""
 
     def __init__(self, client: RedisClient, keys: Keys, max_length: int, *, result_ttl_s: int, url: str,
-                 timeout_s: float, cluster: bool = False) -> None:
+                 timeout_s: float, cluster: bool = False, max_results: int = 10_000) -> None:
         super().__init__(max_length)
         self.client, self.keys = client, keys
-        self.result_ttl_s = result_ttl_s
+        self.result_ttl_s, self.max_results = result_ttl_s, max_results
         self._url, self._timeout_s, self._cluster = url, timeout_s, cluster
         self._async: AsyncRedisClient | None = None
         self._submit = client.register_script(_SUBMIT)
@@ -173,6 +190,7 @@ class RedisJobStore(JobStore):
         self._finish = client.register_script(_FINISH)
         self._adopt = client.register_script(_ADOPT)
         self._progress = client.register_script(_PROGRESS)
+        self._bound_results = client.register_script(_BOUND_RESULTS)
         self._groups: set[str] = set()
         self._owners: list[str] | None = None  # workers with an own queue, as last seen (submit checks it)
 
@@ -356,6 +374,11 @@ class RedisJobStore(JobStore):
         for name, amount in (metrics or {}).items():
             args += [name, amount]
         self._finish(keys=keys, args=args)
+        answered = [o.delivery.job.job_id for o in outcomes
+                    if o.delivery.job is not None and o.delivery.job.kind == JobKind.ground]
+        if answered:
+            self._bound_results(keys=[self.keys.results], args=[
+                self.max_results, now, self.result_ttl_s, self.keys.job(""), self.keys.done(""), *answered])
 
     def update(self, job_id: str, ttl_s: int, **fields: Any) -> bool:
         flat = [item for pair in encode_fields({**fields, "updated_at": time.time()}).items() for item in pair]
