@@ -60,8 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry.register(SharedCollector(
         lambda: app.state.gateway.backend if hasattr(app.state, "gateway") else None))
     install_error_handlers(app)
-    for module in (health, ops, models, videos, answers, ground, training):
-        app.include_router(module.router)
+    routers = [module.router for module in (health, ops, models, videos, answers, ground, training)]
+    for router in routers:
+        app.include_router(router)
+    app.state.api_routes = [route for router in routers for route in router.routes]  # for 405's Allow
     if docs:
         install_docs(app, settings)  # after the routes: the document lists them
     app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout_s)

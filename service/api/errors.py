@@ -35,7 +35,7 @@ def allowed_methods(request: Request) -> str:
     """Every method the request's path answers (FastAPI makes one route per method: Starlette's 405 names the
     first route's methods only)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
+    for route in request.app.state.api_routes:
         if isinstance(route, BaseRoute) and route.matches(request.scope)[0] != Match.NONE:
             methods.update(getattr(route, "methods", None) or ())
     if "GET" in methods:

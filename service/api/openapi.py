@@ -16,15 +16,12 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from swagger_ui_bundle import swagger_ui_path
 
 from service.contract.schemas import HighlightsRequest, MomentsRequest, SummaryRequest, TrainRequest
 from service.contract.settings import Settings
-
-from .deps import require_api_key
 
 BODY_MODELS: tuple[type[BaseModel], ...] = (MomentsRequest, HighlightsRequest, SummaryRequest, TrainRequest)
 ASSETS = "/docs/assets"
@@ -51,12 +48,10 @@ def build_openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
         query.pop("default", None)  # omitted means the model's domain; null is refused
     if settings.api_keys:
         doc["components"]["securitySchemes"] = SECURITY_SCHEMES
-        for route in app.routes:
-            if isinstance(route, APIRoute) and any(d.dependency is require_api_key for d in route.dependencies):
-                for method in route.methods or ():
-                    operation = doc["paths"].get(route.path_format, {}).get(method.lower())
-                    if operation is not None:
-                        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        for operations in doc["paths"].values():
+            for operation in operations.values():
+                if "401" in operation.get("responses", {}):  # the routes that check the key declare its 401
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
     return doc
 
 
