@@ -180,6 +180,7 @@ def test_an_empty_x_api_key_does_not_hide_a_valid_bearer_key(make_client) -> Non
 def test_multipart_without_boundary_leaves_no_scratch_file(make_client, tmp_path) -> None:
     client = make_client()
     for _ in range(5):
-        response = client.post("/v1/videos", content=b"--x\r\n\r\nbytes", headers={"Content-Type": "multipart/form-data"})
+        response = client.post("/v1/videos", content=b"--x\r\n\r\nbytes",
+                               headers={"Content-Type": "multipart/form-data"})
         assert "boundary" in error_of(response, 422, "invalid_upload")
     assert not list((tmp_path / "uploads").glob("*.part"))
