@@ -178,10 +178,11 @@ class Gateway:
 
     def submit(self, video_id: str, model: str, mode: Mode, queries: list[str], **params: Any) -> JobRecord:
         """The job answering this request: an identical request's job when there is one, else a new one."""
-        fingerprint = json.dumps([video_id, model, mode.value, queries, params], sort_keys=True)
-        if not is_text(fingerprint):  # every text of the request is in it
+        texts = [video_id, model, *queries, *(v for v in params.values() if isinstance(v, str))]
+        if not all(is_text(t) for t in texts):
             raise InvalidRequest("the request contains a lone UTF-16 surrogate (U+D800-U+DFFF), which is not text; "
                                  "send valid Unicode", code="invalid_text")
+        fingerprint = json.dumps([video_id, model, mode.value, queries, params], sort_keys=True)
         request_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
         job = Job(job_id=uuid.uuid4().hex, kind=JobKind.ground, video_id=video_id, model=model, mode=mode,
                   queries=queries, **params)
