@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(30.0, gt=0, le=3600)
     """Longest pause while a request body streams in (between two reads); past it 408 and the connection is
     closed."""
-    max_stored_results: int = Field(10_000, ge=1, le=10_000_000)
+    max_stored_results: int = Field(2000, ge=1, le=10_000_000)
     """Most finished answers kept for repeated requests: past it the oldest are dropped before their
     ``result_ttl_s`` (a repeated request then computes its answer again). Bounds their Redis memory at about
     ``max_stored_results`` x the size of one answer (docs/service.md)."""

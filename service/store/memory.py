@@ -223,7 +223,7 @@ def _resolve(future: asyncio.Future[bool]) -> None:
 class MemoryJobStore(JobStore):
     """One shared queue (embedded mode has one worker), job records with TTLs, and done events."""
 
-    def __init__(self, max_length: int, metrics: MemoryRecords, max_results: int = 10_000) -> None:
+    def __init__(self, max_length: int, metrics: MemoryRecords, max_results: int = 2000) -> None:
         super().__init__(max_length)
         self.max_results = max_results
         self._answered: OrderedDict[str, None] = OrderedDict()  # finished ground jobs, oldest first

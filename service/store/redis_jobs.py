@@ -121,21 +121,22 @@ for j = 4 + 5 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV
 return n
 """
 
-# KEYS: the results sorted set. ARGV: most kept, now, ttl, job key prefix, done key prefix, then the ids of the
-# ground jobs just finished. Adds them, forgets members that expired anyway, and deletes the records (answers)
-# and done lists of the oldest past the limit: the answers' memory is bounded whatever the request rate.
+# KEYS: the results sorted set. ARGV: most kept, now, ttl, then the ids of the ground jobs just finished. Adds
+# them, forgets members that expired anyway, and pops the oldest past the limit: their ids are returned, and
+# their records (answers) and done lists are deleted next. The answers' memory is bounded whatever the request
+# rate.
 _BOUND_RESULTS = """
 local key, limit, now = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 6, #ARGV do redis.call('ZADD', key, now, ARGV[i]) end
+for i = 4, #ARGV do redis.call('ZADD', key, now, ARGV[i]) end
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - tonumber(ARGV[3]))
 redis.call('EXPIRE', key, ARGV[3])
 local excess = redis.call('ZCARD', key) - limit
-if excess <= 0 then return 0 end
-local dropped = redis.call('ZPOPMIN', key, excess)
-for i = 1, #dropped, 2 do
-  redis.call('DEL', ARGV[4] .. dropped[i], ARGV[5] .. dropped[i])
+if excess <= 0 then return {} end
+local out = {}
+for i, member in ipairs(redis.call('ZPOPMIN', key, excess)) do
+  if i % 2 == 1 then out[#out + 1] = member end
 end
-return excess
+return out
 """
 
 # KEYS: job record. ARGV: ttl, fields... Like _UPDATE, and restarts the record's TTL (a long job's progress).
@@ -179,7 +180,7 @@ class RedisJobStore(JobStore):
     """Jobs of every process of a deployment, in one Redis (or one slot of a cluster)."""
 
     def __init__(self, client: RedisClient, keys: Keys, max_length: int, *, result_ttl_s: int, url: str,
-                 timeout_s: float, cluster: bool = False, max_results: int = 10_000) -> None:
+                 timeout_s: float, cluster: bool = False, max_results: int = 2000) -> None:
         super().__init__(max_length)
         self.client, self.keys = client, keys
         self.result_ttl_s, self.max_results = result_ttl_s, max_results
@@ -377,8 +378,11 @@ class RedisJobStore(JobStore):
         answered = [o.delivery.job.job_id for o in outcomes
                     if o.delivery.job is not None and o.delivery.job.kind == JobKind.ground]
         if answered:
-            self._bound_results(keys=[self.keys.results], args=[
-                self.max_results, now, self.result_ttl_s, self.keys.job(""), self.keys.done(""), *answered])
+            popped = self._bound_results(keys=[self.keys.results],
+                                         args=[self.max_results, now, self.result_ttl_s, *answered])
+            dropped = [_text(i) for i in popped]
+            if dropped:  # one slot (the queue's): one DEL
+                self.client.delete(*[self.keys.job(i) for i in dropped], *[self.keys.done(i) for i in dropped])
 
     def update(self, job_id: str, ttl_s: int, **fields: Any) -> bool:
         flat = [item for pair in encode_fields({**fields, "updated_at": time.time()}).items() for item in pair]
