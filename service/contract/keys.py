@@ -19,6 +19,7 @@ key                                        type    what
 ``{p}:{q}:alive``                          zset    worker id -> time its heartbeat goes stale
 ``{p}:{q}:workers``                        zset    worker id -> time of its last heartbeat
 ``{p}:{q}:metrics``                        hash    counters and histograms written by workers
+``{p}:{q}:videos``                         zset    video id -> upload time (``GET /v1/videos``; pruned on read)
 ``{p}:{v:id}:video``                       hash    an uploaded video's record: status, progress, duration
 ``{p}:{v:id}:blob``                        string  header of the uploaded bytes; chunks at ``...:c{i}``
 ``{p}:{v:id}:feat:{feature_id}``           string  header of cached float16 features; chunks at ``...:c{i}``
@@ -26,7 +27,6 @@ key                                        type    what
 ``{p}:{v:id}:thumbs:{feature_id}``         string  header of the per-clip JPEG thumbnails; chunks at ``...:c{i}``
 ``{p}:{v:id}:reel:{job_id}``               string  header of a rendered highlight reel (mp4); chunks as above
 ``{p}:{v:id}:reels``                       set     the job ids of the video's reels
-``{p}:{l}:videos``                         zset    video id -> upload time (``GET /v1/videos``; pruned on read)
 =========================================  ======  ====================================================
 
 Rules for every key added here (Redis Cluster and ``maxmemory`` depend on them):
@@ -140,8 +140,9 @@ class Keys:
 
     @property
     def video_list(self) -> str:
-        """The listing index: a tag of its own (written after, never in a script with, a video's keys)."""
-        return f"{self.prefix}:{{l}}:videos"
+        """The listing index: deployment-wide, so in the queue's slot (written after, never in a script with, a
+        video's keys)."""
+        return f"{self._q}:videos"
 
     @staticmethod
     def chunk(entry: str, index: int) -> str:
