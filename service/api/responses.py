@@ -15,6 +15,8 @@ _DESCRIPTIONS = {
          "or a training would replace a configured model.",
     413: "The upload is larger than R2_MAX_UPLOAD_BYTES (enforced while streaming), or training annotations larger "
          "than R2_TRAIN_MAX_ANNOTATION_BYTES.",
+    415: "POST /v1/ground takes multipart/form-data only (the video as the file part `file`, each query as a `query` "
+         "field); for JSON, upload with POST /v1/videos and ask POST /v1/videos/{video_id}/moments.",
     422: "Malformed JSON, empty/overlong query, or a video that cannot be used (duration, resolution, "
          "not a video, corrupt).",
     416: "The Range starts past the end (Content-Range: bytes */size says the size).",

@@ -189,6 +189,12 @@ class Moment(BaseModel):
         return value
 
 
+def _clip_times() -> Any:
+    return Field(None, description="seconds (0 = the video's start) of the frame each saliency value was computed "
+                                   "on: frames are sampled by index, so for a variable-frame-rate video these are "
+                                   "not i x clip_seconds; null for features cached without them")
+
+
 class QueryResult(BaseModel):
     """The answer to one query."""
 
@@ -197,6 +203,7 @@ class QueryResult(BaseModel):
     saliency: list[float] = Field(description="one value per clip of clip_seconds")
     clip_seconds: float
     duration: float
+    clip_times: list[float] | None = _clip_times()
 
 
 def _answer_preprocess() -> Any:
@@ -228,6 +235,7 @@ class HighlightsAnswer(BaseModel):
     saliency: list[float]
     highlights: list[Moment] = Field(description="the best clips, highest saliency first")
     preprocess: str | None = _answer_preprocess()
+    clip_times: list[float] | None = _clip_times()
 
 
 class HighlightsResponse(HighlightsAnswer):

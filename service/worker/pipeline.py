@@ -83,6 +83,17 @@ def tensor_to_features(features: torch.Tensor, info: VideoInfo) -> CachedFeature
     return CachedFeatures(str(array.dtype), tuple(array.shape), array.tobytes(), dataclasses.asdict(info))
 
 
+def clip_times(video: Video) -> list[float] | None:
+    """Each clip's real timestamp, when the decoder recorded them (features cached before it did have none)."""
+    times = video.info.player_clip_times()
+    if video.state is not None:
+        clips = video.state.num_frames
+    else:
+        assert video.features is not None
+        clips = video.features.shape[1]  # (K, T, P, C)
+    return times if len(times) == clips else None
+
+
 def shape_answer(job: Job, results: list[GroundingResult], grounder: Grounder) -> dict[str, Any]:
     """A job's answer in the shape of its response body (the API adds video_id and model); it names the frame
     pipeline of the features it was computed on."""
@@ -95,7 +106,8 @@ def shape_answer(job: Job, results: list[GroundingResult], grounder: Grounder) -
     if job.mode == Mode.highlights:
         return HighlightsAnswer.model_validate(dict(
             query=result.query, clip_seconds=result.clip_seconds, duration=result.duration, saliency=result.saliency,
-            highlights=grounder.highlights(result, job.top_k or 5), preprocess=preprocess)).model_dump()
+            highlights=grounder.highlights(result, job.top_k or 5), preprocess=preprocess,
+            clip_times=result.clip_times)).model_dump()
     return SummaryAnswer.model_validate(dict(
         query=result.query, budget=job.budget or 0.15, duration=result.duration,
         segments=grounder.summarize(result, job.budget or 0.15), preprocess=preprocess)).model_dump()
@@ -291,7 +303,7 @@ class Pipeline:
                 source = video.state if video.state is not None else video.features
                 assert source is not None
                 results = grounder.ground(source, queries, video_key=key, duration=video.info.duration, top_k=None,
-                                          nms_thres=nms_thres, min_score=None)
+                                          nms_thres=nms_thres, min_score=None, clip_times=clip_times(video))
             metrics.observe(BATCH_SIZE, len(queries))
             if grounder.stats["video_states_built"] > built:  # this worker holds the video now: route to it
                 self._infos[key] = video.info
