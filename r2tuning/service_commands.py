@@ -25,13 +25,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the API with uvicorn; without REDIS_URL the worker runs inside it (embedded mode)."""
     import uvicorn
 
+    from service.api.timeouts import header_timeout_protocol
     from service.contract.settings import configure_logging, get_settings
 
     _apply(args, ("host", "port", "models", "device"))
     settings = get_settings()
     configure_logging(settings.log_level)
     uvicorn.run("service.api:create_app", factory=True, host=settings.host, port=settings.port,
-                log_level=settings.log_level, proxy_headers=True, timeout_graceful_shutdown=30)
+                log_level=settings.log_level, proxy_headers=True, timeout_graceful_shutdown=30,
+                http=header_timeout_protocol(settings.header_timeout_s))
     return 0
 
 

@@ -21,7 +21,9 @@ from .errors import install_error_handlers
 from .gateway import Gateway, call
 from .idempotency import IdempotencyMiddleware
 from .metrics import RequestMetrics, SharedCollector
+from .openapi import install_docs
 from .routes import answers, ground, health, ingests, media, models, ops, page, training, videos
+from .timeouts import BodyTimeout
 from .uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("service.api")
@@ -54,15 +56,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs = settings.public_docs or not settings.api_keys
     app = FastAPI(title="R2-Tuning grounding service", version="1.0.0", lifespan=lifespan,
                   summary="Find the moments of a video that match a text query.",
-                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.registry = CollectorRegistry()
     app.state.registry.register(SharedCollector(
         lambda: app.state.gateway.backend if hasattr(app.state, "gateway") else None))
     install_error_handlers(app)
-    for module in (health, ops, models, videos, media, answers, ground, training, ingests, page):
-        app.include_router(module.router)
+    routers = [module.router for module in (health, ops, models, videos, media, answers, ground, training, ingests,
+                                            page)]
+    for router in routers:
+        app.include_router(router)
+    app.state.api_routes = [route for router in routers for route in router.routes]  # for 405's Allow
+    if docs:
+        install_docs(app, settings)  # after the routes: the document lists them
     app.add_middleware(IdempotencyMiddleware, ttl_s=settings.idempotency_ttl_s,
                        max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app

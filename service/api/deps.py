@@ -26,10 +26,11 @@ async def require_api_key(request: Request) -> None:
     keys = request.app.state.settings.api_key_values()
     if not keys:
         return
-    supplied = request.headers.get("x-api-key")
     auth = request.headers.get("authorization", "")
-    if supplied is None and auth.lower().startswith("bearer "):
-        supplied = auth[7:].strip()
-    if not supplied or not any(hmac.compare_digest(supplied.encode(), k.encode()) for k in keys):
+    offered = [request.headers.get("x-api-key", "").strip(),  # an empty header is no key: it hides no Bearer
+               auth[7:].strip() if auth.lower().startswith("bearer ") else ""]
+    supplied = [key for key in offered if key]
+    if not supplied or not any(hmac.compare_digest(s.encode(errors="replace"), k.encode())
+                               for s in supplied for k in keys):
         raise Unauthorized("missing or wrong API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
                            headers={"WWW-Authenticate": "Bearer"})

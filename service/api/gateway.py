@@ -138,6 +138,9 @@ class Gateway:
         out = []
         for i, query in enumerate(queries):
             text = query.strip()
+            if not is_text(text):
+                raise InvalidRequest(f"query {i} contains a lone UTF-16 surrogate (U+D800-U+DFFF), which is not "
+                                     "text; send valid Unicode", code="invalid_text")
             if not text:
                 raise InvalidRequest(f"query {i} is empty", code="empty_query")
             if len(text) > s.max_query_chars:
@@ -237,10 +240,16 @@ class Gateway:
 
     def submit(self, video_id: str, model: str, mode: Mode, queries: list[str], **params: Any) -> JobRecord:
         """The job answering this request: an identical request's job when there is one, else a new one."""
+        texts = [video_id, model, *queries, *(v for v in params.values() if isinstance(v, str))]
+        if not all(is_text(t) for t in texts):
+            raise InvalidRequest("the request contains a lone UTF-16 surrogate (U+D800-U+DFFF), which is not text; "
+                                 "send valid Unicode", code="invalid_text")
         fingerprint = json.dumps([video_id, model, mode.value, queries, params], sort_keys=True)
         request_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
         job = Job(job_id=uuid.uuid4().hex, kind=JobKind.ground, video_id=video_id, model=model, mode=mode,
                   queries=queries, **params)
+        # One step in the backend (record, request mapping and queue entry together, or nothing): a failure at
+        # any point leaves no record that would answer the same request "queued" with nothing queued.
         return self.backend.jobs.submit(job, self.settings.result_ttl_s, request_hash)
 
     async def wait_video(self, video_id: str, deadline: float) -> VideoRecord:
@@ -360,6 +369,15 @@ class Gateway:
 
     def _retry_after(self) -> int:
         return max(1, min(30, round(self.settings.moments_wait_s / 2) or 1))
+
+
+def is_text(value: str) -> bool:
+    """``value`` is Unicode text (UTF-8 encodable): no lone surrogates, which JSON escapes can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_video_id(value: str) -> bool:

@@ -143,19 +143,22 @@ async def receive_upload(request: Request, *, max_bytes: int, directory: Path | 
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_bytes + MULTIPART_OVERHEAD:
         raise too_large(max_bytes)  # refused before reading a byte
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if content_type == b"multipart/form-data" and not boundary:  # checked before a scratch file exists
+        raise InvalidRequest("multipart body without a boundary: set Content-Type: multipart/form-data; "
+                             "boundary=...", code="invalid_upload")
     folder = Path(directory or tempfile.gettempdir())
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="r2-upload-", suffix=".part", dir=folder)
     os.close(fd)
     path = Path(name)
-    sink = _Sink(path, max_bytes)
-    content_type, options = parse_options_header(request.headers.get("content-type", ""))
-    form: _Form | None = None
-    if content_type == b"multipart/form-data":
-        boundary = options.get(b"boundary")
-        if not boundary:
-            raise InvalidRequest("multipart body without a boundary", code="invalid_upload")
-        form = _Form(boundary, sink, file_field)
+    try:
+        sink = _Sink(path, max_bytes)
+        form = _Form(boundary, sink, file_field) if content_type == b"multipart/form-data" and boundary else None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     received = 0
     try:
         async for chunk in request.stream():

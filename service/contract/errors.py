@@ -6,6 +6,19 @@ answers a worker-side failure with the same status as if it had happened in the 
 
 from __future__ import annotations
 
+import re
+
+# Names of scratch files (the API's received uploads, a worker's downloaded copy) and the folders they live in:
+# internal, so a message that names one says "the video" instead.
+_SCRATCH_NAME = re.compile(r"[^\s'\"]*(?:r2-upload-[\w-]+\.part|r2-worker-[^\s'\"/]*/[^\s'\"]*|"
+                           r"\b[0-9a-f]{64}-[0-9a-f]{8}\.video)")
+
+
+def public_message(message: str, max_chars: int) -> str:
+    """An error message as sent to a client: no scratch file names, at most ``max_chars`` characters."""
+    text = _SCRATCH_NAME.sub("the video", message)
+    return text if len(text) <= max_chars else text[:max_chars - 14] + " ... (cut off)"
+
 
 class ServiceError(Exception):
     """An error with an HTTP status, a stable machine-readable code and a human message."""

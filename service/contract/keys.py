@@ -90,6 +90,11 @@ class Keys:
     def done(self, job_id: str) -> str:
         return f"{self._q}:done:{job_id}"
 
+    @property
+    def results(self) -> str:
+        """Sorted set of finished ground jobs by finish time: the oldest are dropped past R2_MAX_STORED_RESULTS."""
+        return f"{self._q}:results"
+
     def request(self, request_hash: str) -> str:
         return f"{self._q}:req:{request_hash}"
 

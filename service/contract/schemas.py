@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 VIDEO_ID_EXAMPLE = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 # A frame pipeline name as a request may give it. Which names exist is the workers' to say (ModelCard); the API
@@ -161,7 +161,8 @@ class IngestStatus(BaseModel):
 class MomentsRequest(BaseModel):
     """Text queries on an uploaded video."""
 
-    queries: list[str] = Field(description="one or more natural-language queries (limits: see settings)")
+    queries: list[str] = Field(description="one or more natural-language queries (limits: see settings)",
+                               json_schema_extra={"minItems": 1, "items": {"type": "string", "minLength": 1}})
     model: str | None = Field(None, description="model name (GET /v1/models); default: the service's default")
     top_k: int = Field(10, ge=1, le=1000, description="most moments returned per query")
     nms_thres: float | None = Field(None, ge=0, le=1, description="NMS IoU threshold; default: the model's")
@@ -170,27 +171,42 @@ class MomentsRequest(BaseModel):
     callback_url: str | None = Field(None, max_length=2048, description=CALLBACK_HELP)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"queries": ["a man opens the fridge", "a dog runs on the beach"], "model": "qvhighlights", "top_k": 5}]})
+        {"queries": ["a man opens the fridge", "a dog runs on the beach"], "top_k": 5}]})
+
+
+# ``query`` of /highlights and /summary: omitted means the model's domain; null is refused, so that the schema
+# (a non-empty string, or nothing) is what the server accepts.
+OptionalQuery = Annotated[str | None, WithJsonSchema({
+    "type": "string", "minLength": 1, "description": "default (when omitted): the model's domain; required for "
+                                                     "models without one (GET /v1/models)"})]
+
+
+def _refuse_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("query may be omitted (the model's domain is used) but not null")
+    return value
 
 
 class HighlightsRequest(BaseModel):
     """The saliency curve of a video and its best clips, for highlight models or any model with a query."""
 
     model: str | None = Field(None, description="default: the service's default model")
-    query: str | None = Field(None, description="default: the model's domain (highlight models)")
+    query: OptionalQuery = None
     top_k: int = Field(5, ge=1, le=1000, description="best clips returned")
     preprocess: str | None = Field(None, pattern=PREPROCESS_PATTERN, description=PREPROCESS_HELP)
     callback_url: str | None = Field(None, max_length=2048, description=CALLBACK_HELP)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"model": "youtube-dog", "top_k": 5}]})
+        {"query": "a dog runs on the beach", "top_k": 5}]})
+
+    _no_null_query = field_validator("query", mode="before")(_refuse_null)
 
 
 class SummaryRequest(BaseModel):
     """A summary: the most salient clips up to ``budget`` x the video's duration, merged into segments."""
 
     model: str | None = None
-    query: str | None = Field(None, description="default: the model's domain (highlight models)")
+    query: OptionalQuery = None
     budget: float = Field(0.15, gt=0, le=1, description="share of the video the summary may keep")
     preprocess: str | None = Field(None, pattern=PREPROCESS_PATTERN, description=PREPROCESS_HELP)
     render: bool = Field(False, description="also cut the segments into an mp4 highlight reel (the answer's "
@@ -198,7 +214,10 @@ class SummaryRequest(BaseModel):
     callback_url: str | None = Field(None, max_length=2048, description=CALLBACK_HELP)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"model": "tvsum-bk", "budget": 0.15}, {"model": "tvsum-bk", "budget": 0.15, "render": True}]})
+        {"query": "a dog runs on the beach", "budget": 0.15},
+        {"query": "a dog runs on the beach", "budget": 0.15, "render": True}]})
+
+    _no_null_query = field_validator("query", mode="before")(_refuse_null)
 
 
 # ---------------------------------------------------------------------------------------------------------- answers

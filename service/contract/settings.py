@@ -87,6 +87,23 @@ class Settings(BaseSettings):
     # --- limits -------------------------------------------------------------------------------------------------
     max_upload_bytes: int = Field(512 * MiB, ge=1 * KiB, le=16 * GiB)
     """Largest accepted video; enforced while the body streams in (413), chunked uploads included."""
+    max_json_bytes: int = Field(256 * KiB, ge=4 * KiB, le=64 * MiB)
+    """Largest JSON request body of the answer routes (/moments, /highlights, /summary): 413 before it is
+    parsed, chunked bodies included. Must hold ``max_queries`` queries of ``max_query_chars`` characters."""
+    train_max_json_bytes: int = Field(16 * MiB, ge=4 * KiB, le=1 * GiB)
+    """Largest JSON body of ``POST /v1/models/{name}/train`` (its annotations are text inside JSON)."""
+    max_error_chars: int = Field(1000, ge=100, le=64 * KiB)
+    """Longest error message sent; input echoed in one is cut to a short prefix before that."""
+    header_timeout_s: float = Field(10.0, gt=0, le=600)
+    """A connection that has not sent a complete request head (request line and headers) this long after it
+    opened or began a request is closed (408): slow clients cannot hold connections open."""
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """Longest pause while a request body streams in (between two reads); past it 408 and the connection is
+    closed."""
+    max_stored_results: int = Field(2000, ge=1, le=10_000_000)
+    """Most finished answers kept for repeated requests: past it the oldest are dropped before their
+    ``result_ttl_s`` (a repeated request then computes its answer again). Bounds their Redis memory at about
+    ``max_stored_results`` x the size of one answer (docs/service.md)."""
     max_duration_s: float = Field(3600.0, gt=0, le=24 * 3600)
     """Longest accepted video in seconds (422 ``video_too_large``)."""
     max_pixels: int = Field(3840 * 2160, ge=64 * 64, le=16384 * 16384)
@@ -274,6 +291,13 @@ class Settings(BaseSettings):
                 raise ValueError("REDIS_URL names several hosts: set R2_REDIS_CLUSTER=1 for a Redis Cluster")
         if self.default_model is not None and self.default_model not in self.models:
             raise ValueError(f"default_model {self.default_model!r} is not one of models {self.models}")
+        needed = self.max_queries * (self.max_query_chars * 6 + 8) + 4 * KiB  # \uXXXX escapes at worst
+        if self.max_json_bytes < min(needed, 64 * MiB):
+            raise ValueError(f"max_json_bytes {self.max_json_bytes} cannot hold max_queries queries of "
+                             f"max_query_chars characters: give at least {needed}")
+        if self.train_max_json_bytes < 2 * self.train_max_annotation_bytes:
+            raise ValueError("train_max_json_bytes must be at least twice train_max_annotation_bytes (the "
+                             "annotations and the validation annotations, inside JSON)")
         if self.heartbeat_ttl_s < 2 * self.heartbeat_interval_s:
             raise ValueError("heartbeat_ttl_s must be at least twice heartbeat_interval_s, "
                              "or a live worker would look dead between two beats")

@@ -83,7 +83,7 @@ def open_backend(settings: Settings, *, read_timeout_s: float | None = None) -> 
         hot = MemoryChunkStore(settings.chunk_bytes, settings.memory_cache_bytes,
                                on_corrupt=lambda *_: memory.add_metrics({CACHE_CORRUPT: 1}))
         return Backend("memory", memory.keys, ColdBackedRecords(memory, cold, settings.video_ttl_s),
-                       MemoryJobStore(settings.max_queue_length, memory),
+                       MemoryJobStore(settings.max_queue_length, memory, settings.max_stored_results),
                        FeatureCache(hot, memory.keys, settings.feature_ttl_s, cold),
                        VideoBlobs(None, memory.keys, settings.video_ttl_s, cold), scratch=scratch, cold=cold)
     timeout = read_timeout_s or settings.redis_timeout_s
@@ -92,7 +92,8 @@ def open_backend(settings: Settings, *, read_timeout_s: float | None = None) -> 
     store = RedisChunkStore(client, settings.chunk_bytes,
                             on_corrupt=lambda *_: redis_records.add_metrics({CACHE_CORRUPT: 1}))
     jobs = RedisJobStore(client, keys, settings.max_queue_length, result_ttl_s=settings.result_ttl_s,
-                         url=settings.redis_url, timeout_s=settings.redis_timeout_s, cluster=settings.redis_cluster)
+                         url=settings.redis_url, timeout_s=settings.redis_timeout_s, cluster=settings.redis_cluster,
+                         max_results=settings.max_stored_results)
     cold_store = (_cold_store(settings, settings.cold_dir, redis_records.add_metrics)
                   if settings.cold_dir is not None else None)
     if cold_store is None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from service.contract.keys import Keys
-from service.contract.schemas import Job, JobRecord, Status, VideoRecord, WorkerInfo
+from service.contract.schemas import Job, JobKind, JobRecord, Status, VideoRecord, WorkerInfo
 from service.contract.webhooks import PendingHook
 
 from .chunks import ChunkStore, Header
@@ -235,8 +235,10 @@ def _resolve(future: asyncio.Future[bool]) -> None:
 class MemoryJobStore(JobStore):
     """One shared queue (embedded mode has one worker), job records with TTLs, and done events."""
 
-    def __init__(self, max_length: int, metrics: MemoryRecords) -> None:
+    def __init__(self, max_length: int, metrics: MemoryRecords, max_results: int = 2000) -> None:
         super().__init__(max_length)
+        self.max_results = max_results
+        self._answered: OrderedDict[str, None] = OrderedDict()  # finished ground jobs, oldest first
         self._cond = threading.Condition()
         self._records = _Expiring()
         self._requests = _Expiring()
@@ -261,11 +263,18 @@ class MemoryJobStore(JobStore):
             if len(self._waiting) + len(self._claims) >= self.max_length:
                 raise self.full_error()
             record = JobRecord(job_id=job.job_id, kind=job.kind, video_id=job.video_id, model=job.model)
+            payload = job.model_dump_json()  # before anything is stored: a job that cannot be queued leaves nothing
             self._records.put(job.job_id, record.model_dump(mode="json"), ttl_s)
-            if request_hash is not None:
-                self._requests.put(request_hash, job.job_id, ttl_s)
-            self._seq += 1
-            self._waiting.append((f"{int(time.time() * 1000)}-{self._seq}", job.model_dump_json()))
+            try:
+                if request_hash is not None:
+                    self._requests.put(request_hash, job.job_id, ttl_s)
+                self._seq += 1
+                self._waiting.append((f"{int(time.time() * 1000)}-{self._seq}", payload))
+            except BaseException:  # all or nothing, like the Redis script
+                self._records.data.pop(job.job_id, None)
+                if request_hash is not None and self._requests.get(request_hash) == job.job_id:
+                    self._requests.data.pop(request_hash, None)
+                raise
             self._cond.notify_all()
             return record
 
@@ -356,6 +365,10 @@ class MemoryJobStore(JobStore):
                     self._schedule(url, token)
                 for loop, future in self._waiters.pop(job.job_id, []):
                     loop.call_soon_threadsafe(_resolve, future)
+                if job.kind == JobKind.ground:  # the answers kept are bounded, like in Redis
+                    self._answered[job.job_id] = None
+                    while len(self._answered) > self.max_results:
+                        self._records.data.pop(self._answered.popitem(last=False)[0], None)
         self._metrics.add_metrics(metrics or {})
 
     def update(self, job_id: str, ttl_s: int, **fields: Any) -> bool:

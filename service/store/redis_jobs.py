@@ -19,7 +19,7 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from service.contract.keys import JOB_GROUP, Keys
-from service.contract.schemas import Job, JobRecord, Status
+from service.contract.schemas import Job, JobKind, JobRecord, Status
 from service.contract.webhooks import PendingHook
 
 from .connect import AsyncRedisClient, RedisClient, async_redis_client
@@ -94,15 +94,21 @@ return out
 """
 
 # KEYS: metrics hash, pending webhooks (zset), their data (hash), their id sequence, then per outcome: job record,
-#       done list, queue, the job's registered webhook URLs.
+#       done list, queue, the job's registered webhook URLs; then the results sorted set, then the records and
+#       done lists of answers dropped by the previous call (deleted now: a script only touches its KEYS).
 # ARGV: result ttl, consumer group, number of outcomes N, now, then per outcome: entry id, has a job (0/1), the
 # fields of the answer (JSON list), the fields that rebuild a missing record (JSON list, '' when it must not be
-# rebuilt), the done token (the finished job as JSON); then metric name/amount pairs. Stores each answer (never
-# resurrecting an expired record, only rebuilding an evicted one), leaves the token for its waiters, turns each
-# registered webhook into a pending delivery due now, acknowledges and deletes the entry, and adds to the
-# metrics: one step.
+# rebuilt), the done token (the finished job as JSON); then the most answers kept, the number K of ground jobs
+# answered and their K ids; then metric name/amount pairs. Stores each answer (never resurrecting an expired
+# record, only rebuilding an evicted one), leaves the token for its waiters, turns each registered webhook into a
+# pending delivery due now, acknowledges and deletes the entry, adds to the metrics, and records the answers in
+# the results set: one step. Returns the ids of the oldest answers past the limit, for the caller's next call to
+# delete (the answers' memory stays bounded whatever the request rate, by the limit plus one batch).
 _FINISH = """
 local n = tonumber(ARGV[3])
+local now = tonumber(ARGV[4])
+local results = KEYS[4 * n + 5]
+for k = 4 * n + 6, #KEYS do redis.call('DEL', KEYS[k]) end
 for i = 1, n do
   local record, done, queue, hooks = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
   local a = 5 * i
@@ -126,8 +132,22 @@ for i = 1, n do
   redis.call('XACK', queue, ARGV[2], ARGV[a])
   redis.call('XDEL', queue, ARGV[a])
 end
-for j = 5 + 5 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV[j + 1]) end
-return n
+local b = 5 + 5 * n
+local limit, k = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+for j = b + 2, b + 1 + k do redis.call('ZADD', results, now, ARGV[j]) end
+local dropped = {}
+if k > 0 then
+  redis.call('ZREMRANGEBYSCORE', results, '-inf', now - tonumber(ARGV[1]))
+  redis.call('EXPIRE', results, ARGV[1])
+  local excess = redis.call('ZCARD', results) - limit
+  if excess > 0 then
+    for i, member in ipairs(redis.call('ZPOPMIN', results, excess)) do
+      if i % 2 == 1 then dropped[#dropped + 1] = member end
+    end
+  end
+end
+for j = b + 2 + k, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV[j + 1]) end
+return dropped
 """
 
 # KEYS: the job's done list, its registered webhook URLs, pending webhooks (zset), their data, their id sequence.
@@ -205,10 +225,10 @@ class RedisJobStore(JobStore):
     """Jobs of every process of a deployment, in one Redis (or one slot of a cluster)."""
 
     def __init__(self, client: RedisClient, keys: Keys, max_length: int, *, result_ttl_s: int, url: str,
-                 timeout_s: float, cluster: bool = False) -> None:
+                 timeout_s: float, cluster: bool = False, max_results: int = 2000) -> None:
         super().__init__(max_length)
         self.client, self.keys = client, keys
-        self.result_ttl_s = result_ttl_s
+        self.result_ttl_s, self.max_results = result_ttl_s, max_results
         self._url, self._timeout_s, self._cluster = url, timeout_s, cluster
         self._async: AsyncRedisClient | None = None
         self._submit = client.register_script(_SUBMIT)
@@ -220,6 +240,7 @@ class RedisJobStore(JobStore):
         self._due_hooks = client.register_script(_DUE_HOOKS)
         self._groups: set[str] = set()
         self._owners: list[str] | None = None  # workers with an own queue, as last seen (submit checks it)
+        self._dropped: list[str] = []  # answers past max_results: deleted by the next finish
 
     def _ensure_group(self, queue: str) -> None:
         if queue in self._groups:
@@ -398,9 +419,18 @@ class RedisJobStore(JobStore):
                     base = _fields_json(record.model_dump(mode="json"))
                 token = record.model_copy(update=fields).model_dump_json()  # the waiters' answer
             args += [d.entry_id, "1" if d.job is not None else "0", _fields_json(fields), base, token]
+        answered = [o.delivery.job.job_id for o in outcomes
+                    if o.delivery.job is not None and o.delivery.job.kind == JobKind.ground]
+        stale, self._dropped = self._dropped, []
+        keys += [self.keys.results, *(self.keys.job(i) for i in stale), *(self.keys.done(i) for i in stale)]
+        args += [self.max_results, len(answered), *answered]
         for name, amount in (metrics or {}).items():
             args += [name, amount]
-        self._finish(keys=keys, args=args)
+        try:
+            self._dropped = [_text(i) for i in self._finish(keys=keys, args=args)]
+        except BaseException:
+            self._dropped = stale  # not deleted yet: the next call does it
+            raise
 
     def update(self, job_id: str, ttl_s: int, **fields: Any) -> bool:
         flat = [item for pair in encode_fields({**fields, "updated_at": time.time()}).items() for item in pair]

@@ -18,7 +18,7 @@ from models.engine import Grounder, GroundingResult
 from models.postprocess import select_moments
 from models.r2 import VideoState
 from models.video import VideoError, VideoInfo
-from service.contract.errors import NotFound, classify
+from service.contract.errors import NotFound, classify, public_message
 from service.contract.metrics import ADAPTER_HITS, BATCH_SIZE, CACHE_HITS, CACHE_MISSES, JOB_SECONDS, MetricsBatch
 from service.contract.schemas import (
     EncodingRecord,
@@ -358,6 +358,7 @@ class Pipeline:
     def failed(self, deliveries: list[Delivery], err: BaseException, metrics: MetricsBatch) -> list[Outcome]:
         """Each job of the group ends ``failed`` with the reason; a bad video also marks the video failed."""
         status, code, message = classify(err)
+        message = public_message(message, self.settings.max_error_chars)  # stored, then shown: no scratch names
         if status >= 500 and code not in ("weights_missing", "model_unavailable", "model_not_loaded"):
             log.exception("job failed unexpectedly", exc_info=err)
         else:
@@ -371,6 +372,9 @@ class Pipeline:
                                        (d.job.kind == JobKind.encode_video and record.model == d.job.model)):
                 records.update_video(d.job.video_id, status=Status.failed, error_code=code, error_message=message,
                                      error_status=status)
+                # Its bytes would hold Redis memory (and push out ready videos' features) until the video TTL for
+                # nothing: uploading it again stores them again and retries.
+                self.backend.videos.delete(d.job.video_id)
             entry = record.encodings.get(d.job.model) if record is not None else None
             if record is not None and record.model != d.job.model and (
                     d.job.kind == JobKind.encode_video or (entry is not None and not entry.status.finished)):

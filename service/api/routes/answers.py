@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
@@ -17,16 +17,22 @@ from service.contract.schemas import (
     SummaryResponse,
 )
 
+from ..bodies import answer_limit, json_body, json_request_body
 from ..deps import GatewayDep, require_api_key
 from ..gateway import call
 from ..responses import ACCEPTED, accepted, answer, errors
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["answers"])
 
+MomentsBody = Annotated[MomentsRequest, json_body(MomentsRequest, answer_limit)]
+HighlightsBody = Annotated[HighlightsRequest, json_body(HighlightsRequest, answer_limit)]
+SummaryBody = Annotated[SummaryRequest, json_body(SummaryRequest, answer_limit)]
 
-@router.post("/videos/{video_id}/moments", response_model=MomentsResponse,
-             responses={**ACCEPTED, **errors(401, 404, 409, 422, 429, 503)})
-async def moments(video_id: str, body: MomentsRequest, gw: GatewayDep) -> Any:
+
+@router.post("/videos/{video_id}/moments",
+             response_model=MomentsResponse, openapi_extra=json_request_body(MomentsRequest),
+             responses={**ACCEPTED, **errors(401, 404, 409, 413, 422, 429, 503)})
+async def moments(video_id: str, body: MomentsBody, gw: GatewayDep) -> Any:
     """Moments and saliency for each query; 409 while the video is encoding, 202 if the answer takes longer."""
     name, card = gw.model(body.model, needs_moments=True)
     queries = gw.check_queries(body.queries)
@@ -38,9 +44,10 @@ async def moments(video_id: str, body: MomentsRequest, gw: GatewayDep) -> Any:
     return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
-@router.post("/videos/{video_id}/highlights", response_model=HighlightsResponse,
-             responses={**ACCEPTED, **errors(401, 404, 409, 422, 429, 503)})
-async def highlights(video_id: str, body: HighlightsRequest, gw: GatewayDep) -> Any:
+@router.post("/videos/{video_id}/highlights",
+             response_model=HighlightsResponse, openapi_extra=json_request_body(HighlightsRequest),
+             responses={**ACCEPTED, **errors(401, 404, 409, 413, 422, 429, 503)})
+async def highlights(video_id: str, body: HighlightsBody, gw: GatewayDep) -> Any:
     """The saliency curve and the best clips (highlight models use their domain as the query)."""
     name, card = gw.model(body.model)
     query = gw.default_query(name, card, body.query)
@@ -51,9 +58,10 @@ async def highlights(video_id: str, body: HighlightsRequest, gw: GatewayDep) -> 
     return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
-@router.post("/videos/{video_id}/summary", response_model=SummaryResponse,
-             responses={**ACCEPTED, **errors(401, 404, 409, 422, 429, 503)})
-async def summary(video_id: str, body: SummaryRequest, gw: GatewayDep) -> Any:
+@router.post("/videos/{video_id}/summary",
+             response_model=SummaryResponse, openapi_extra=json_request_body(SummaryRequest),
+             responses={**ACCEPTED, **errors(401, 404, 409, 413, 422, 429, 503)})
+async def summary(video_id: str, body: SummaryBody, gw: GatewayDep) -> Any:
     """A summary: the most salient clips up to ``budget`` of the duration, merged into segments; with ``render``,
     also an mp4 of them (``reel.url``)."""
     name, card = gw.model(body.model)

@@ -18,8 +18,9 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=[
 
 GROUND_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file", "query"], "properties": {
-        "file": {"type": "string", "format": "binary"},
-        "query": {"type": "array", "items": {"type": "string"}, "description": "repeat the field for more"},
+        "file": {"type": "string", "format": "binary", "minLength": 1, "description": "the video (not empty)"},
+        "query": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1,
+                  "description": "repeat the field for more"},
         "model": {"type": "string"}, "top_k": {"type": "integer", "default": 10},
         "nms_thres": {"type": "number"}, "min_score": {"type": "number"},
         "preprocess": {"type": "string", "description": PREPROCESS_HELP}}}}}}}

@@ -20,12 +20,13 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=[
 
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "description": "the video (mp4, webm, mkv, ...)"},
+        "file": {"type": "string", "format": "binary", "minLength": 1,
+                 "description": "the video (mp4, webm, mkv, ...; not empty)"},
         "model": {"type": "string", "description": "model to encode it for (default: the service's)"},
         "preprocess": {"type": "string", "description": PREPROCESS_HELP},
         "callback_url": {"type": "string", "description": CALLBACK_HELP}}}},
     "application/json": {"schema": IngestRequest.model_json_schema()},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary", "minLength": 1}}}}}
 
 
 @router.post("/videos", response_model=VideoStatus, status_code=202, openapi_extra=UPLOAD_BODY,
