@@ -197,12 +197,13 @@ class Grounder:
 
     def encode_file(self, path: str | Path, *, timeout_s: float = 600.0, max_duration: float | None = None,
                     max_pixels: int | None = None, progress: Callable[[float], None] | None = None,
-                    chunk_size: int = 16, stage: Callable[[str], AbstractContextManager[object]] | None = None
-                    ) -> tuple[VideoInfo, Tensor]:
+                    chunk_size: int = 16, stage: Callable[[str], AbstractContextManager[object]] | None = None,
+                    on_frames: Callable[[Tensor], None] | None = None) -> tuple[VideoInfo, Tensor]:
         """Decode a file in a killable child process (time-limited) while encoding earlier chunks here.
 
         ``progress`` gets the encoded fraction after each chunk; ``stage("decode")`` / ``stage("encode")``
-        wrap the time spent waiting for the decoder and encoding, so callers can report the split.
+        wrap the time spent waiting for the decoder and encoding, so callers can report the split; ``on_frames``
+        sees each chunk of preprocessed frames, (n, 3, size, size), one per clip (the service keeps thumbnails).
         """
         stage = stage or (lambda _: nullcontext())
         info: VideoInfo | None = None
@@ -216,6 +217,8 @@ class Grounder:
             if item is None:
                 break
             info, frames = item
+            if on_frames is not None:
+                on_frames(frames)
             with stage("encode"):
                 chunks.append(self.encode_video(frames))
             done += frames.shape[0]
