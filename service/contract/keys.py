@@ -120,6 +120,10 @@ class Keys:
     def feature_ids(self, video_id: str) -> str:
         return f"{self._v(video_id)}:feats"
 
+    def library(self, model: str) -> str:
+        """Set of the video ids searchable under ``model`` (a hint: the search checks each video's record)."""
+        return f"{self.prefix}:library:{model}"
+
     @staticmethod
     def chunk(entry: str, index: int) -> str:
         """The ``index``-th chunk of a chunked entry (blob or features); same hash tag as the entry."""
