@@ -123,12 +123,12 @@ class QdrantIndex(VectorIndex):
 
     def remove(self, video_id: str) -> None:
         self.client.delete(self.collection, points_selector=self._qm.FilterSelector(
-            filter=self._video_filter([video_id])))  # type: ignore[arg-type]
+            filter=self._video_filter([video_id])))
 
     def search(self, query: np.ndarray, n: int, among: Iterable[str] | None = None) -> list[tuple[str, float]]:
         groups = self.client.query_points_groups(
             self.collection, query=query.astype(np.float32).tolist(), group_by="video_id", limit=n, group_size=1,
-            query_filter=None if among is None else self._video_filter(among))  # type: ignore[arg-type]
+            query_filter=None if among is None else self._video_filter(among))
         return [(str(g.id), float(g.hits[0].score)) for g in groups.groups]
 
 

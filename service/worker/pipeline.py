@@ -112,8 +112,9 @@ class Pipeline:
         model's default; each pipeline has its own feature id, so its own cache entries and adapter states);
         1. the video's adapter state if this worker holds it, else
         2. the feature cache; on a miss 3. fetch the uploaded bytes, 4. decode (child process, time-limited)
-        and CLIP-encode, 5. store the features (and the clip embeddings library search uses); then 6. the adapter and post-processing, one model call for
-        all queries; 7. respond: store each job's answer, acknowledge it and wake its waiters, in one step.
+        and CLIP-encode, 5. store the features (and the clip embeddings library search uses); then 6. the adapter
+        and post-processing, one model call for all queries; 7. respond: store each job's answer, acknowledge it
+        and wake its waiters, in one step.
         """
         jobs = [d.job for d in deliveries if d.job is not None]
         stages, metrics = Stages(), MetricsBatch()
