@@ -76,8 +76,8 @@ class LibrarySearch:
                            f"expired, still encoding or encoded for another model): {shown}", code="unknown_video")
 
     def submit(self, body: SearchRequest, model: str, query: str, digest: str) -> JobRecord:
-        self.gw.catalog.require_available(model)
         self.check_videos(model, body.video_ids)
+        self.gw.catalog.require_available(model)
         spec = SearchSpec(video_ids=body.video_ids, exhaustive=body.exhaustive,
                           max_results=self.gw.settings.search_max_results)
         job = Job(job_id=uuid.uuid4().hex, kind=JobKind.search, video_id=SEARCH_JOB_VIDEO, model=model,
