@@ -170,6 +170,8 @@ class Gateway:
         self.backend.records.delete_video(video_id)
         self.backend.videos.delete(video_id)
         self.backend.features.delete_video(video_id)
+        for model in self.settings.models:  # no longer searchable (trained models' sets are cleaned by searches)
+            self.backend.features.store.index_remove(self.backend.features.keys.library(model), video_id)
 
     # ------------------------------------------------------------------------------------------------ jobs
 

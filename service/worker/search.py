@@ -92,7 +92,7 @@ class Searcher:
         ranked = [(score, vid, start, end) for vid, moments in ground_library(grounder, videos, query,
                                                                               spec.max_results)
                   for start, end, score in moments]
-        ranked.sort(key=lambda h: -h[0])
+        ranked.sort(key=lambda h: (-h[0], h[1], h[2], h[3]))  # ties in a fixed order: pages stay stable
         hits = [[vid, start, end, score] for score, vid, start, end in ranked]
         return dict(hits=hits[: spec.max_results], searched=len(pool), grounded=len(videos))
 

@@ -3,6 +3,7 @@ search against the exhaustive reference and the per-video answers, grouping, pag
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +12,7 @@ from fastapi.testclient import TestClient
 from service.api import create_app
 from service.contract.settings import Settings
 
-from service_helpers import make_video, wait_until, write_registry
+from service_helpers import wait_until, write_registry
 
 pytestmark = pytest.mark.slow
 QUERY = "a red car drives along the road"
@@ -19,21 +20,39 @@ QUERY = "a red car drives along the road"
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory) -> Iterator[tuple[TestClient, list[str]]]:
+    """Three videos of the tiny model, stored as the worker stores an encoded upload (record, features, clip
+    embeddings, library set), with features made up directly: decoding real files is not what is tested here."""
+    import torch
+
+    from models.video import VideoInfo
+    from service.contract.schemas import Status, VideoRecord
+    from service.worker.models import Models
+    from service.worker.pipeline import tensor_to_features
+    from service.worker.search import store_embeddings
+
     folder = tmp_path_factory.mktemp("search")
     settings = Settings(redis_url=None, models=["tiny"], registry_file=write_registry(folder),
                         upload_dir=folder / "up", search_candidates=2, heartbeat_interval_s=0.2, moments_wait_s=60)
+    models = Models(settings)
+    models.load()
+    grounder = models.get("tiny")
+    clip = grounder.clip
     with TestClient(create_app(settings)) as client:
-        wait_until(lambda: client.get("/readyz").status_code == 200, 90, "the embedded worker")
+        backend = client.app.state.gateway.backend
         ids = []
-        for seed in range(3):
-            path = make_video(folder / f"v{seed}.mp4", seconds=4.0 + 2 * seed, seed=seed)
-            with open(path, "rb") as f:
-                response = client.post("/v1/videos", files={"file": (path.name, f, "video/mp4")},
-                                       data={"model": "tiny"})
-            assert response.status_code in (200, 202), response.text
-            ids.append(response.json()["video_id"])
-        for video_id in ids:
-            wait_until(lambda v=video_id: client.get(f"/v1/videos/{v}").json()["status"] == "ready", 120, "encoding")
+        generator = torch.Generator().manual_seed(0)
+        for n, clips in enumerate((3, 5, 4)):
+            video_id = f"{n:02d}" * 32
+            features = torch.randn(grounder.k, clips, clip.num_patches_tokens, clip.vision_width,
+                                   generator=generator).half()  # (K, T, P, C)
+            info = VideoInfo(num_frames=clips * 10, avg_fps=5.0, width=64, height=64, duration=2.0 * clips)
+            backend.records.create_video(VideoRecord(video_id=video_id, status=Status.ready, progress=1.0,
+                                                     model="tiny", size_bytes=1, duration=info.duration,
+                                                     num_clips=clips, clip_seconds=2.0), settings.video_ttl_s)
+            backend.features.put(video_id, grounder.feature_id, tensor_to_features(features, info))
+            store_embeddings(backend, settings, "tiny", grounder, video_id, features, dataclasses.asdict(info))
+            ids.append(video_id)
+        wait_until(lambda: client.get("/readyz").status_code == 200, 90, "the embedded worker")
         yield client, ids
 
 
