@@ -24,8 +24,10 @@ from service.contract.search import SearchMoment, SearchRequest, SearchResponse,
 from .gateway import Gateway, call, job_error
 
 
-def request_hash(body: SearchRequest, model: str, query: str) -> str:
-    fields = [query, model, body.video_ids, body.group_by, body.exhaustive, body.top_k]
+def request_hash(body: SearchRequest, model: str, query: str, library: set[str]) -> str:
+    """Identifies a search and the library it ran on: once a video joins or leaves, the same request is a new
+    job (no stale hits from the result cache) and older page tokens are refused."""
+    fields = [query, model, body.video_ids, body.group_by, body.exhaustive, body.top_k, sorted(library)]
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:16]
 
 
@@ -44,7 +46,8 @@ def read_page_token(token: str | None, digest: str) -> int:
         offset, ok = None, False
     if not ok or not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise InvalidRequest("page_token is not a next_page_token of this same search (same query, model, "
-                             "video_ids, group_by, exhaustive and top_k); start again without it",
+                             "video_ids, group_by, exhaustive and top_k, and no video added or deleted since); "
+                             "start again without it",
                              code="invalid_page_token")
     return offset
 
@@ -55,15 +58,15 @@ class LibrarySearch:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
-    def check_videos(self, model: str, video_ids: list[str] | None) -> None:
-        """404 when nothing is searchable under the model, or when a listed video is not."""
+    def check_videos(self, model: str, video_ids: list[str] | None) -> set[str]:
+        """The videos searchable under the model; 404 when there are none, or when a listed video is not."""
         s, backend = self.gw.settings, self.gw.backend
         library = backend.features.store.index_members(backend.features.keys.library(model))
         if video_ids is None:
             if not library:
                 raise NotFound(f"no video is ready under model {model!r}; upload one with POST /v1/videos (model "
                                f"{model!r}) and search once it is ready", code="no_ready_videos")
-            return
+            return library
         if len(video_ids) > s.search_max_video_ids:
             raise InvalidRequest(f"{len(video_ids)} video_ids; at most {s.search_max_video_ids} "
                                  "(R2_SEARCH_MAX_VIDEO_IDS)", code="too_many_videos")
@@ -74,9 +77,9 @@ class LibrarySearch:
                                                                else "")
             raise NotFound(f"{len(missing)} of video_ids not searchable under model {model!r} (unknown, deleted, "
                            f"expired, still encoding or encoded for another model): {shown}", code="unknown_video")
+        return library
 
     def submit(self, body: SearchRequest, model: str, query: str, digest: str) -> JobRecord:
-        self.check_videos(model, body.video_ids)
         self.gw.catalog.require_available(model)
         spec = SearchSpec(video_ids=body.video_ids, exhaustive=body.exhaustive,
                           max_results=self.gw.settings.search_max_results)
@@ -88,7 +91,8 @@ class LibrarySearch:
         gw = self.gw
         name, _ = gw.model(body.model, needs_moments=True)
         (query,) = gw.check_queries([body.query])
-        digest = request_hash(body, name, query)
+        library = await call(self.check_videos, name, body.video_ids)
+        digest = request_hash(body, name, query, library)
         offset = read_page_token(body.page_token, digest)
         await call(gw.backend.jobs.check_capacity)
         deadline = time.monotonic() + gw.settings.search_wait_s

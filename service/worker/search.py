@@ -89,11 +89,11 @@ class Searcher:
             among = None if spec.video_ids is None else pool
             candidates = [v for v, _ in index.search(q, self.settings.search_candidates, among)]
         videos = self.load(job.model, grounder, candidates)
-        ranked = [(score, vid, start, end) for vid, moments in ground_library(grounder, videos, query,
-                                                                              spec.max_results)
-                  for start, end, score in moments]
-        ranked.sort(key=lambda h: (-h[0], h[1], h[2], h[3]))  # ties in a fixed order: pages stay stable
-        hits = [[vid, start, end, score] for score, vid, start, end in ranked]
+        ranked = [(score, vid, rank, start, end) for vid, moments in ground_library(grounder, videos, query,
+                                                                                    spec.max_results)
+                  for rank, (start, end, score) in enumerate(moments)]
+        ranked.sort(key=lambda h: (-h[0], h[1], h[2]))  # ties: by video, then in the video's own order
+        hits = [[vid, start, end, score] for score, vid, _, start, end in ranked]
         return dict(hits=hits[: spec.max_results], searched=len(pool), grounded=len(videos))
 
     def sync(self, model: str, grounder: Grounder) -> VectorIndex:

@@ -108,7 +108,10 @@ def test_video_ids_limit_the_search_and_a_deleted_video_leaves_it(tmp_path, libr
     client, ids = library
     only = search(client, exhaustive=True, top_k=1000, video_ids=ids[:2])
     assert only["searched_videos"] == 2 and {m["video_id"] for m in only["moments"]} == set(ids[:2])
+    token = search(client, top_k=1)["next_page_token"]
     assert client.delete(f"/v1/videos/{ids[2]}").status_code == 204
+    stale = client.post("/v1/search", json={"query": QUERY, "top_k": 1, "page_token": token})
+    assert stale.status_code == 422 and stale.json()["error"]["code"] == "invalid_page_token"
     after = search(client, exhaustive=True, top_k=1000)
     assert after["searched_videos"] == len(ids) - 1 and ids[2] not in {m["video_id"] for m in after["moments"]}
     response = client.post("/v1/search", json={"query": QUERY, "video_ids": [ids[2]]})

@@ -1,5 +1,5 @@
 """POST /v1/search's failure modes, each with its status and code. The API runs in this process against the real
-Redis; none of these needs a worker (they are refused before a job is queued); the last, with no worker, gets its 202."""
+Redis; none of these needs a worker (each is refused before a job is queued); with no worker, the last gets a 202."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def test_video_ids_not_found_are_named(client) -> None:
     assert VIDEO_ID in message and "x" * 65 not in message
 
 
-def test_bad_page_tokens(client) -> None:
+def test_bad_page_tokens(client, redis_prefix) -> None:  # noqa: F811
+    redis_client().sadd(Keys(redis_prefix).library("tiny"), VIDEO_ID)  # checked after the library
     for token in ["not base64 !", "eyJvIjogLTF9", "e30", "eyJvIjoxMCwiaCI6ImZmIn0"]:  # junk, o=-1, {}, other hash
         error(client.post("/v1/search", json={"query": "dog", "page_token": token}), 422, "invalid_page_token")
 
