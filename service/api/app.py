@@ -20,7 +20,7 @@ from service.store.backend import open_backend
 from .errors import install_error_handlers
 from .gateway import Gateway, call
 from .metrics import RequestMetrics, SharedCollector
-from .routes import answers, ground, health, models, ops, search, training, videos
+from .routes import answers, ground, health, media, models, ops, page, search, training, videos
 
 log = logging.getLogger("service.api")
 
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry.register(SharedCollector(
         lambda: app.state.gateway.backend if hasattr(app.state, "gateway") else None))
     install_error_handlers(app)
-    for module in (health, ops, models, videos, answers, ground, training, search):
+    for module in (health, ops, models, videos, media, answers, ground, training, search, page):
         app.include_router(module.router)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app

@@ -21,7 +21,7 @@ from service.contract.schemas import Job, JobRecord, Status, VideoRecord, Worker
 
 from .chunks import ChunkStore, Header
 from .jobs import Delivery, JobStore, Outcome, parse_delivery
-from .records import Records
+from .records import Records, after
 
 # ------------------------------------------------------------------------------------------------------ chunks
 
@@ -156,6 +156,7 @@ class MemoryRecords(Records):
         self._items = _Expiring()
         self._beats = _Expiring()  # worker id -> heartbeat JSON
         self._metrics: dict[str, float] = {}
+        self._listed: dict[str, float] = {}  # video id -> upload time: the listing index
         self.keys = Keys("memory")
 
     def create_video(self, record: VideoRecord, ttl_s: int) -> bool:
@@ -164,6 +165,7 @@ class MemoryRecords(Records):
             if self._items.get(key) is not None:
                 return False
             self._items.put(key, record.model_dump(mode="json"), ttl_s)
+            self._listed[record.video_id] = record.created_at
             return True
 
     def get_video(self, video_id: str) -> VideoRecord | None:
@@ -181,7 +183,16 @@ class MemoryRecords(Records):
 
     def delete_video(self, video_id: str) -> bool:
         with self._items.lock:
+            self._listed.pop(video_id, None)
             return self._items.data.pop(self.keys.video(video_id), None) is not None
+
+    def video_index(self, limit: int, before: tuple[float, str] | None = None) -> list[tuple[float, str]]:
+        with self._items.lock:
+            return after([(t, v) for v, t in self._listed.items()], before, limit)
+
+    def unlist_video(self, video_id: str) -> None:
+        with self._items.lock:
+            self._listed.pop(video_id, None)
 
     def touch_video(self, video_id: str, ttl_s: int) -> None:
         with self._items.lock:

@@ -49,9 +49,11 @@ async def highlights(video_id: str, body: HighlightsRequest, gw: GatewayDep) -> 
 @router.post("/videos/{video_id}/summary", response_model=SummaryResponse,
              responses={**ACCEPTED, **errors(401, 404, 409, 422, 429, 503)})
 async def summary(video_id: str, body: SummaryRequest, gw: GatewayDep) -> Any:
-    """A summary: the most salient clips up to ``budget`` of the duration, merged into segments."""
+    """A summary: the most salient clips up to ``budget`` of the duration, merged into segments; with ``render``,
+    also an mp4 of them (``reel.url``)."""
     name, card = gw.model(body.model)
     query = gw.default_query(name, card, body.query)
     out = await gw.run(video_id, name, Mode.summary, [query], wait_s=gw.settings.moments_wait_s,
-                       budget=body.budget, preprocess=gw.check_preprocess(name, card, body.preprocess))
+                       budget=body.budget, preprocess=gw.check_preprocess(name, card, body.preprocess),
+                       **({"render": True} if body.render else {}))
     return accepted(out) if isinstance(out, Pending) else answer(out)
