@@ -111,7 +111,8 @@ class LibrarySearch:
 def shape(body: SearchRequest, model: str, query: str, result: dict[str, Any], offset: int,
           digest: str) -> SearchResponse:
     """One page of the worker's ranked moments, as moments or grouped by video (best video first)."""
-    moments = [SearchMoment(video_id=v, start=s, end=e, score=c) for v, s, e, c in result.get("hits", [])]
+    moments = [SearchMoment(video_id=v, start=s, end=e, score=c, thumbnail=t) for v, s, e, c, t in
+               result.get("hits", [])]
     out = SearchResponse(query=query, model=model, group_by=body.group_by, exhaustive=body.exhaustive,
                          searched_videos=int(result.get("searched", 0)),
                          grounded_videos=int(result.get("grounded", 0)))

@@ -34,6 +34,8 @@ class SearchMoment(BaseModel):
     start: float
     end: float
     score: float
+    thumbnail: str | None = Field(None, description="route of the JPEG of the clip it starts in, when the video "
+                                                    "has thumbnails")
 
 
 class SearchVideo(BaseModel):

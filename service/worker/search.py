@@ -62,6 +62,7 @@ class Searcher:
         self.settings, self.backend, self.models = settings, backend, models
         self._indexes: dict[str, VectorIndex] = {}
         self._durations: dict[str, float] = {}  # video id -> seconds, read with its embeddings
+        self._thumbnails: dict[str, int] = {}  # video id -> thumbnails kept for these features, as last read
 
     def index(self, model: str, grounder: Grounder) -> VectorIndex:
         name = f"{model}:{grounder.feature_id}"
@@ -74,8 +75,8 @@ class Searcher:
         return self._indexes[name]
 
     def run(self, job: Job) -> dict[str, Any]:
-        """The job's answer: moments ``[video_id, start, end, score]`` best first, and how many videos were
-        searched and grounded."""
+        """The job's answer: moments ``[video_id, start, end, score, thumbnail or None]`` best first, and how
+        many videos were searched and grounded."""
         if job.search is None or len(job.queries) != 1:
             raise InvalidRequest("a search job needs one query and its search spec", code="invalid_request")
         spec, (query,) = job.search, job.queries
@@ -93,8 +94,18 @@ class Searcher:
                                                                                     spec.max_results)
                   for rank, (start, end, score) in enumerate(moments)]
         ranked.sort(key=lambda h: (-h[0], h[1], h[2]))  # ties: by video, then in the video's own order
-        hits = [[vid, start, end, score] for score, vid, _, start, end in ranked]
+        clip_seconds = 1.0 / grounder.spec.fps
+        hits = [[vid, start, end, score, self.thumbnail(job.model, vid, start, clip_seconds)]
+                for score, vid, _, start, end in ranked]
         return dict(hits=hits[: spec.max_results], searched=len(pool), grounded=len(videos))
+
+    def thumbnail(self, model: str, video_id: str, start: float, clip_seconds: float) -> str | None:
+        """The route of the thumbnail of the clip a moment starts in, when the video has thumbnails."""
+        count = self._thumbnails.get(video_id, 0)
+        if count <= 0:
+            return None
+        clip = min(count - 1, max(0, int(start / clip_seconds + 1e-6)))
+        return f"/v1/videos/{video_id}/thumbnails/{clip}?model={model}"
 
     def sync(self, model: str, grounder: Grounder) -> VectorIndex:
         """The model's index, brought in line with its library set."""
@@ -134,7 +145,11 @@ class Searcher:
         out: list[LibraryVideo] = []
         for video_id in video_ids:
             key = f"{video_id}:{grounder.feature_id}"
-            alive = records.get_video(video_id) is not None
+            record = records.get_video(video_id)
+            alive = record is not None
+            entry = record.encoding(model) if record is not None else None
+            self._thumbnails[video_id] = entry.thumbnails if entry is not None and \
+                entry.feature_id == grounder.feature_id else 0
             state = grounder.cached_state(key) if alive else None
             source: Any = state
             duration = self._durations.get(video_id)

@@ -25,7 +25,7 @@ def library(tmp_path_factory) -> Iterator[tuple[TestClient, list[str]]]:
     import torch
 
     from models.video import VideoInfo
-    from service.contract.schemas import Status, VideoRecord
+    from service.contract.schemas import EncodingRecord, Status, VideoRecord
     from service.worker.models import Models
     from service.worker.pipeline import tensor_to_features
     from service.worker.search import store_embeddings
@@ -46,9 +46,12 @@ def library(tmp_path_factory) -> Iterator[tuple[TestClient, list[str]]]:
             features = torch.randn(grounder.k, clips, clip.num_patches_tokens, clip.vision_width,
                                    generator=generator).half()  # (K, T, P, C)
             info = VideoInfo(num_frames=clips * 10, avg_fps=5.0, width=64, height=64, duration=2.0 * clips)
+            kept = {"tiny": EncodingRecord(status=Status.ready, feature_id=grounder.feature_id, num_clips=clips,
+                                           thumbnails=clips)} if n == 0 else {}  # only the first has thumbnails
             backend.records.create_video(VideoRecord(video_id=video_id, status=Status.ready, progress=1.0,
                                                      model="tiny", size_bytes=1, duration=info.duration,
-                                                     num_clips=clips, clip_seconds=2.0), settings.video_ttl_s)
+                                                     num_clips=clips, clip_seconds=2.0, encodings=kept),
+                                         settings.video_ttl_s)
             backend.features.put(video_id, grounder.feature_id, tensor_to_features(features, info))
             store_embeddings(backend, settings, "tiny", grounder, video_id, features, dataclasses.asdict(info))
             ids.append(video_id)
@@ -74,6 +77,15 @@ def test_exhaustive_search_ranks_every_videos_own_answers(library) -> None:
         got = [(m["start"], m["end"], m["score"]) for m in found["moments"] if m["video_id"] == video_id]
         assert len(got) == len(want) and [g[:2] for g in got] == [w[:2] for w in want]
         assert [g[2] for g in got] == pytest.approx([w[2] for w in want], abs=1e-5)
+
+
+def test_moments_name_the_thumbnail_of_their_first_clip_when_the_video_has_them(library) -> None:
+    client, ids = library
+    for m in search(client, exhaustive=True, top_k=1000)["moments"]:
+        if m["video_id"] == ids[0]:
+            assert m["thumbnail"] == f"/v1/videos/{ids[0]}/thumbnails/{min(2, int(m['start'] / 2.0))}?model=tiny"
+        else:
+            assert "thumbnail" not in m
 
 
 def test_two_stage_grounds_only_the_candidates_and_agrees_with_the_reference_on_them(library) -> None:
