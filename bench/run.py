@@ -39,7 +39,7 @@ from typing import Any
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 DEFAULT_REDIS = os.environ.get("R2_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-SECTIONS = ("cold", "naive", "warm", "precision", "memory", "service", "training")
+SECTIONS = ("cold", "naive", "warm", "precision", "memory", "service", "training", "search")
 SCHEMA_VERSION = 1
 
 
@@ -648,6 +648,13 @@ class Bench:
 
         out.update(training.run(self.device, self.plan.quick, self.log))
 
+    # -------------------------------------------------------------------------------------------- 8. search
+
+    def search(self, out: dict[str, Any]) -> None:
+        from bench import search
+
+        out.update(search.run(self.device, self.plan.quick, self.log))
+
     # -------------------------------------------------------------------------------------------- all
 
     def run(self) -> dict[str, Any]:
@@ -826,6 +833,9 @@ def targets(report: dict) -> list[dict[str, Any]]:
     from bench import training
 
     rows.extend(training.targets(report))
+    from bench import search
+
+    rows.extend(search.targets(report))
     return rows
 
 

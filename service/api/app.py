@@ -22,7 +22,7 @@ from .gateway import Gateway, call
 from .idempotency import IdempotencyMiddleware
 from .metrics import RequestMetrics, SharedCollector
 from .openapi import install_docs
-from .routes import answers, ground, health, ingests, media, models, ops, page, training, videos
+from .routes import answers, ground, health, ingests, media, models, ops, page, search, training, videos
 from .timeouts import BodyTimeout
 from .uploads import MULTIPART_OVERHEAD
 
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lambda: app.state.gateway.backend if hasattr(app.state, "gateway") else None))
     install_error_handlers(app)
     routers = [module.router for module in (health, ops, models, videos, media, answers, ground, training, ingests,
-                                            page)]
+                                            search, page)]
     for router in routers:
         app.include_router(router)
     app.state.api_routes = [route for router in routers for route in router.routes]  # for 405's Allow

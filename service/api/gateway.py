@@ -234,6 +234,8 @@ class Gateway:
         self.backend.videos.delete(video_id)
         self.backend.thumbnails.delete_video(video_id)  # first: it reads the features' index, deleted next
         self.backend.features.delete_video(video_id)
+        for model in self.settings.models:  # no longer searchable (trained models' sets are cleaned by searches)
+            self.backend.features.store.index_remove(self.backend.features.keys.library(model), video_id)
         self.backend.reels.delete_video(video_id)
 
     # ------------------------------------------------------------------------------------------------ jobs

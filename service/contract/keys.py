@@ -155,6 +155,9 @@ class Keys:
     def feature_ids(self, video_id: str) -> str:
         return f"{self._v(video_id)}:feats"
 
+    def library(self, model: str) -> str:
+        """Set of the video ids searchable under ``model`` (a hint: the search checks each video's record)."""
+        return f"{self.prefix}:library:{model}"
     def thumbnails(self, video_id: str, feature_id: str) -> str:
         return f"{self._v(video_id)}:thumbs:{feature_id}"
 

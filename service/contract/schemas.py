@@ -41,12 +41,13 @@ class Status(StrEnum):
 class JobKind(StrEnum):
     """``encode``: decode and encode an uploaded video into the feature cache. ``ground``: answer queries.
     ``train``: train a model on uploaded videos (``POST /v1/models/{name}/train``). ``fetch``: download a video
-    given by URL (``POST /v1/videos {"url"}``)."""
+    given by URL (``POST /v1/videos {"url"}``). ``search``: ground a query over the library (``POST /v1/search``)."""
 
     encode_video = "encode"  # not ``encode``: that would shadow str.encode
     ground = "ground"
     train = "train"
     fetch = "fetch"  # ingest by URL: download the video, then queue its encoding
+    search = "search"
 
 
 class Mode(StrEnum):
@@ -468,6 +469,20 @@ class TrainingStatus(BaseModel):
 # ---------------------------------------------------------------------------------------------------------- queue
 
 
+class SearchSpec(BaseModel):
+    """What a search job needs besides the query (``Job.queries[0]``) and the model."""
+
+    video_ids: list[str] | None = None
+    """Only these videos (already checked by the API); None: every searchable video of the model."""
+    exhaustive: bool = False
+    """R2 on every video instead of the first stage's candidates (the reference)."""
+    max_results: int = 200
+    """Moments the worker returns, best first (the API pages through them)."""
+
+
+SEARCH_JOB_VIDEO = "library"  # the ``video_id`` of search jobs: they run over many videos
+
+
 class Job(BaseModel):
     """What goes on the queue (as JSON). Ground jobs carry everything the worker needs to answer."""
 
@@ -491,6 +506,8 @@ class Job(BaseModel):
     """Fetch jobs: the video's URL (``video_id`` is empty until the bytes are hashed)."""
     callback_url: str | None = None
     """Fetch jobs: the webhook receiver, registered on the encoding the fetch queues."""
+    search: SearchSpec | None = None
+    """Search jobs: which videos and how (``video_id`` is ``SEARCH_JOB_VIDEO``)."""
     created_at: float = Field(default_factory=time.time)
 
 

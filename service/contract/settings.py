@@ -192,6 +192,18 @@ class Settings(BaseSettings):
     """Largest annotation text of a training request (413 ``annotations_too_large``)."""
     train_max_videos: int = Field(2000, ge=1, le=1_000_000)
     """Most distinct videos one training job may use (422 ``too_many_videos``)."""
+    search_candidates: int = Field(32, ge=1, le=100_000)
+    """Videos the first stage of ``POST /v1/search`` hands to the R2 adapter (docs/search.md)."""
+    search_max_results: int = Field(200, ge=1, le=10_000)
+    """Moments one search keeps, best first; pages of ``top_k`` walk through them."""
+    search_max_video_ids: int = Field(10_000, ge=1, le=1_000_000)
+    """Most ``video_ids`` one search may name (422 ``too_many_videos``)."""
+    search_wait_s: float = Field(30.0, ge=0, le=600)
+    """How long ``POST /v1/search`` waits for the answer before a 202."""
+    search_index: Literal["numpy", "qdrant"] = "numpy"
+    """First-stage vector index: exact NumPy in each worker, or Qdrant (``search_qdrant_location``)."""
+    search_qdrant_location: str = ":memory:"
+    """Qdrant: ``:memory:``, a folder (local mode) or ``http(s)://host:port`` of a server shared by workers."""
 
     # --- outbound HTTP: webhooks and ingest by URL (docs/webhooks.md) -----------------------------------------
     fetch_allowlist: Annotated[list[str], NoDecode] = []

@@ -254,6 +254,9 @@ class ChunkStore(ABC):
     def index_drop(self, index: str) -> None: ...
 
     @abstractmethod
+    def index_remove(self, index: str, member: str) -> None: ...
+
+    @abstractmethod
     def _write_chunks(self, name: str, chunks: Iterator[bytes], ttl_s: int) -> None: ...
 
     @abstractmethod

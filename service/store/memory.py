@@ -43,6 +43,9 @@ class _Indexes:
     def index_drop(self, index: str) -> None:
         self._sets().pop(index, None)
 
+    def index_remove(self, index: str, member: str) -> None:
+        self._sets().get(index, set()).discard(member)
+
 
 class MemoryChunkStore(_Indexes, ChunkStore):
     """Embedded mode: entries in this process's memory, at most ``capacity_bytes``, least recently used out."""

@@ -97,6 +97,9 @@ class RedisChunkStore(ChunkStore):
     def index_drop(self, index: str) -> None:
         self.client.delete(index)
 
+    def index_remove(self, index: str, member: str) -> None:
+        self.client.srem(index, member)
+
     def _delete_header(self, name: str) -> None:
         self.client.delete(name)
 

@@ -37,6 +37,7 @@ from service.store.jobs import Delivery, Outcome
 from .fetch import FetchRunner
 from .models import Models
 from .pipeline import Pipeline
+from .search import Searcher
 from .training import TrainingRunner
 from .webhooks import WebhookSender
 
@@ -71,6 +72,7 @@ class Worker:
         self.scratch_root = Path(settings.upload_dir or tempfile.gettempdir())
         self.scratch = self.scratch_root / f"{_SCRATCH_PREFIX}{self.worker_id}"
         self.pipeline = Pipeline(settings, self.backend, self.models, self.worker_id, self.scratch)
+        self.searcher = Searcher(settings, self.backend, self.models)
         self.training = TrainingRunner(settings, self.backend, self.models, self.worker_id, announce=self.beat)
         self.fetches = FetchRunner(settings, self.backend, self.worker_id, self.scratch)
         self.webhooks = WebhookSender(settings, self.backend.jobs, self.backend.records)
@@ -231,8 +233,8 @@ class Worker:
     def heavy(self, delivery: Delivery) -> bool:
         """Whether the job needs a video decoded (neither its state nor its features are at hand)."""
         job = delivery.job
-        if job is None or job.kind == JobKind.train:
-            return False  # dropped at once; a training runs in its own process
+        if job is None or job.kind in (JobKind.train, JobKind.search):
+            return False  # dropped at once; a training runs in its own process; a search reads features only
         if job.kind == JobKind.fetch:
             return True  # a download
         try:
@@ -262,6 +264,7 @@ class Worker:
         groups: dict[tuple[str, str, str | None], list[Delivery]] = defaultdict(list)
         dropped: list[Outcome] = []
         fetches: list[Delivery] = []
+        searches: list[Delivery] = []
         metrics = MetricsBatch()
         for d, attempts in zip(deliveries, jobs.begin(self.worker_id, deliveries), strict=True):
             if d.job is None or attempts == 0:  # not a job, or its record expired: nobody waits for it
@@ -275,14 +278,30 @@ class Worker:
                     f"job {d.job.job_id} was given up after {attempts - 1} attempts: each time the worker running "
                     "it stopped (crash, out of memory or killed); see the worker logs", code="job_attempts_exhausted")
                 dropped += self.pipeline.failed([d], err, metrics)
+            elif d.job.kind == JobKind.search:
+                searches.append(d)
             else:
                 groups[(d.job.video_id, d.job.model, d.job.preprocess)].append(d)
         if dropped:
             jobs.finish(self.worker_id, dropped, metrics.values)
         for d in fetches:
             self.fetches.run(d)  # downloads, stores the video and queues its encoding, finishes the job
+        for d in searches:
+            self.search(d)
         for (video_id, model, preprocess), group in groups.items():
             self.pipeline.run(video_id, model, group, preprocess=preprocess)
+
+    def search(self, delivery: Delivery) -> None:
+        """One library search job: its answer, or its failure, stored in one step."""
+        assert delivery.job is not None
+        started, metrics = time.perf_counter(), MetricsBatch()
+        try:
+            outcomes = [Outcome(delivery, result=self.searcher.run(delivery.job))]
+            metrics.inc("r2_jobs_total", kind=JobKind.search.value, outcome="ready")
+        except Exception as err:
+            outcomes = self.pipeline.failed([delivery], err, metrics)
+        self.backend.jobs.finish(self.worker_id, outcomes, metrics.values,
+                                 {"search": round(time.perf_counter() - started, 4)})
 
 
 def sweep_scratch(root: Path, live_ids: set[str], min_age_s: float) -> int:

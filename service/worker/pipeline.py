@@ -40,6 +40,7 @@ from service.store.jobs import Delivery, Outcome
 
 from .models import Models
 from .reels import reel_too_long, render_reel
+from .search import store_embeddings
 from .thumbnails import Thumbnails, name_thumbnails
 
 log = logging.getLogger("service.worker")
@@ -130,8 +131,9 @@ class Pipeline:
         model's default; each pipeline has its own feature id, so its own cache entries and adapter states);
         1. the video's adapter state if this worker holds it, else
         2. the feature cache; on a miss 3. fetch the uploaded bytes, 4. decode (child process, time-limited)
-        and CLIP-encode, 5. store the features; then 6. the adapter and post-processing, one model call for
-        all queries; 7. respond: store each job's answer, acknowledge it and wake its waiters, in one step.
+        and CLIP-encode, 5. store the features (and the clip embeddings library search uses); then 6. the adapter
+        and post-processing, one model call for all queries; 7. respond: store each job's answer, acknowledge it
+        and wake its waiters, in one step.
         """
         jobs = [d.job for d in deliveries if d.job is not None]
         stages, metrics = Stages(), MetricsBatch()
@@ -147,7 +149,7 @@ class Pipeline:
                     video = self.decode_and_encode(path, video_id, grounder, stages)              # 4
                 finally:
                     path.unlink(missing_ok=True)
-                self.store(video_id, grounder, video)                                             # 5
+                self.store(video_id, model, grounder, video)                                      # 5
                 self.keep(video_id, model, grounder, video)
             self.video_ready(video_id, model, grounder, video)
             answers = self.answer(video_id, model, grounder, video, jobs, stages, metrics)        # 6
@@ -232,9 +234,12 @@ class Pipeline:
         self.backend.records.update_video(video_id, **{encoding_field(grounder.spec.name): entry.model_dump(
             mode="json")})
 
-    def store(self, video_id: str, grounder: Grounder, video: Video) -> None:
+    def store(self, video_id: str, model: str, grounder: Grounder, video: Video) -> None:
         assert video.features is not None
         self.backend.features.put(video_id, grounder.feature_id, tensor_to_features(video.features, video.info))
+        if grounder.feature_id == self.models.get(model).feature_id:  # the model's default pipeline: searchable
+            store_embeddings(self.backend, self.settings, model, grounder, video_id, video.features,
+                             dataclasses.asdict(video.info))
         if video.thumbnails:
             self.backend.thumbnails.put(video_id, grounder.feature_id, video.thumbnails)
 

@@ -39,7 +39,7 @@ def test_quick_run_reports_every_section(quick_run) -> None:
     assert report["quick"] is True
     assert report["errors"] == []
     for section in ("machine", "videos", "model", "cold", "naive", "warm", "precision", "memory", "service",
-                    "training", "ratios", "targets"):
+                    "training", "search", "ratios", "targets"):
         assert section in report, section
         assert "error" not in report[section] if isinstance(report[section], dict) else True, report[section]
     machine = report["machine"]
@@ -109,7 +109,17 @@ def test_warm_service_measurements(quick_run) -> None:
 
 
 ISSUE_TARGETS = ("http_over_model_150s", "http_over_engine_40min", "naive_over_http_150s", "batch32_speedup",
-                 "affinity_hit_rate_2workers", "models_command_s", "train_seconds_per_epoch_per_video_hour_cpu")
+                 "affinity_hit_rate_2workers", "models_command_s", "train_seconds_per_epoch_per_video_hour_cpu",
+                 "search_recall10", "search_speedup_vs_exhaustive")
+
+
+def test_search_two_stage_against_exhaustive(quick_run) -> None:
+    search = quick_run[0]["search"]
+    assert search["videos"] == 100 and search["queries"] >= 2 and search["index"] == "numpy"
+    assert 0 < search["two_stage_p50_s"] and 0 < search["exhaustive_p50_s"] and search["speedup"] > 0
+    recalls = search["recall10_by_candidates"]
+    assert all(0 <= r <= 1 for r in recalls.values()) and recalls["100"] == 1.0  # 100 candidates = every video
+    assert search["recall10"] == recalls[str(search["candidates"])]
 
 
 def test_targets_have_stable_ids_and_quick_computes_them(quick_run) -> None:
