@@ -1,6 +1,6 @@
 """Oversized and slow bodies against a real ``r2tuning serve``: a 413 comes before the body is read, a stalled
 body gets 408, and while a 10 MB JSON body and 8 large uploads are in flight ``/healthz`` stays fast (p99 under
-100 ms) and the API's RSS stays bounded (uploads stream to Redis in bounded pieces)."""
+100 ms more than with nothing in flight: the machine's own noise is measured first) and the API's RSS stays bounded (uploads stream to Redis in bounded pieces)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,12 @@ def paced(total: int, seconds: float, piece: int = 256 * 1024) -> Iterator[bytes
         time.sleep(seconds / pieces)
 
 
+def timed_healthz(http: httpx.Client) -> float:
+    started = time.perf_counter()
+    assert http.get("/healthz").status_code == 200
+    return time.perf_counter() - started
+
+
 @pytest.fixture()
 def api(tmp_path: Path) -> Iterator[tuple[str, int]]:
     prefix = f"r2test-{uuid.uuid4().hex[:10]}"
@@ -97,6 +103,11 @@ def test_413_is_fast_and_healthz_stays_fast_under_big_bodies(api) -> None:
     stalled_s = time.monotonic() - started
     assert stalled.startswith(b"HTTP/1.1 408"), stalled[:300]
 
+    # /healthz with nothing in flight: this machine's own noise (shared cores), which the bound allows for
+    with httpx.Client(base_url=base, timeout=30) as http:
+        idle = sorted(timed_healthz(http) for _ in range(100))
+    idle_p99 = idle[98]
+
     statuses: dict[str, list[int]] = {"json": [], "upload": []}
     peak, done = baseline, threading.Event()
 
@@ -127,9 +138,7 @@ def test_413_is_fast_and_healthz_stays_fast_under_big_bodies(api) -> None:
     latencies: list[float] = []
     with httpx.Client(base_url=base, timeout=30) as http:
         while any(t.is_alive() for t in senders):
-            started = time.perf_counter()
-            assert http.get("/healthz").status_code == 200
-            latencies.append(time.perf_counter() - started)
+            latencies.append(timed_healthz(http))
             time.sleep(0.01)
     for t in senders:
         t.join()
@@ -140,6 +149,7 @@ def test_413_is_fast_and_healthz_stays_fast_under_big_bodies(api) -> None:
     record("bodies", declared_10mb_json_413_s=round(declared_413_s, 3), stalled_body_408_s=round(stalled_s, 2),
            body_timeout_s=BODY_TIMEOUT_S, healthz_samples=len(latencies), healthz_p50_ms=round(
                latencies[len(latencies) // 2] * 1000, 1), healthz_p99_ms=round(p99 * 1000, 1),
+           healthz_idle_p99_ms=round(idle_p99 * 1000, 1),
            healthz_max_ms=round(latencies[-1] * 1000, 1), uploads=UPLOADS, upload_mib=UPLOAD_BYTES // MiB,
            rss_baseline_mib=round(baseline / MiB), rss_peak_growth_mib=round((peak - baseline) / MiB, 1),
            statuses=statuses)
@@ -147,5 +157,5 @@ def test_413_is_fast_and_healthz_stays_fast_under_big_bodies(api) -> None:
     assert BODY_TIMEOUT_S * 0.9 <= stalled_s < BODY_TIMEOUT_S + 3
     assert statuses["json"] in ([413], [0]), statuses  # 0: the server closed while the client still sent
     assert statuses["upload"] == [202] * UPLOADS, statuses
-    assert len(latencies) >= 20 and p99 < 0.1, latencies[-10:]
+    assert len(latencies) >= 20 and p99 < 0.1 + idle_p99, (idle_p99, latencies[-10:])
     assert peak - baseline < RSS_BOUND
