@@ -440,6 +440,21 @@ class Bench:
         s, b = statistics.median(singles_s), statistics.median(batch_s)
         out["singles_vs_batch"] = dict(n=n, singles_s=s, batch_s=b, singles_qps=n / s, batch_qps=n / b,
                                        throughput_ratio=s / b, runs=len(singles_s))
+
+        # The engine's max_batch (queries per model call): one request of n new texts cut into chunks of each size.
+        sweep = {}
+        default_max_batch = g.max_batch
+        try:
+            for size in sorted({max(1, n // 4), max(1, n // 2), n}):
+                g.max_batch = size
+                qs = self.queries.new(n)
+                t = time.perf_counter()
+                g.ground(features, qs, video_key=key, duration=info.duration)
+                self.sync()
+                sweep[str(size)] = n / (time.perf_counter() - t)
+        finally:
+            g.max_batch = default_max_batch
+        out["max_batch_queries_per_s"] = dict(n=n, default=default_max_batch, by_max_batch=sweep)
         out["stats"] = dict(g.stats)
         out["torch_threads"] = torch.get_num_threads()
 
@@ -880,6 +895,10 @@ def render(report: dict) -> str:
         rows.append([f"{sv['n']} singles", "new_text", sv["singles_s"] * 1000, sv["singles_qps"]])
         rows.append([f"1 x {sv['n']}", "new_text", sv["batch_s"] * 1000, sv["batch_qps"]])
         parts.append("\nBatches\n" + _table(["batch", "texts", "ms", "queries/s"], rows))
+        mb = warm.get("max_batch_queries_per_s")
+        if mb:
+            parts.append(f"\n{mb['n']} new texts by engine max_batch (default {mb['default']}), queries/s: " +
+                         ", ".join(f"{k}: {v:.1f}" for k, v in mb["by_max_batch"].items()))
     prec = report.get("precision", {})
     if "effect" in prec:
         e = prec["effect"]

@@ -114,20 +114,63 @@ class R2Block(nn.Module):
         b = query.shape[0]
         t = state.num_frames
         video_mask = state.mask[None].expand(b, t)
-        excluded = ~pool_mask.bool()[:, None, :, None]  # (B, 1, L, 1)
+        tokens = _PackedTokens(pool_mask)
         last = q_emb = None
         for i in range(self.cfg.k - 1, -1, -1):
             q_emb = self.query_map(query[:, i])  # (B, L, D)
-            logits = torch.einsum("bld,tpd->btlp", self.q_map(q_emb), state.keys[i])
-            att = (logits / self.cfg.dims**0.5).softmax(-1)  # (B, T, L, P)
-            pooled = torch.einsum("btlp,tpd->btld", att, state.values[i]) + q_emb[:, None]
-            pooled = pooled.masked_fill(excluded, float("-inf")).amax(dim=2)  # (B, T, D)
+            pooled = self._pool(state, i, q_emb, tokens)  # (B, T, D)
             v_emb = state.values[i][:, 0] + pooled * self.scale[i].tanh()
             if i < self.cfg.k - 1:
                 gate = self.gate[i].sigmoid()
                 v_emb = gate * v_emb + (1 - gate) * last
             last = self.tem(v_emb, q_emb, state.pe, video_mask, query_mask)
         return last, q_emb
+
+
+    def _pool(self, state: VideoState, layer: int, q_emb: Tensor, tokens: _PackedTokens) -> Tensor:
+        """Query-guided spatial pooling of layer ``layer``: every query token attends over each frame's P
+        patches, and each frame keeps the max over a query's tokens -> (B, T, D).
+
+        The tokens of all B queries are packed into one axis of N = sum of their lengths (no padding), so a
+        batch costs its real tokens, not B x the longest query: per block of frames, one (F*P, D) x (D, N)
+        matmul for the logits and one batched (N, P) x (P, D) with the token added in the same call. Blocks
+        of frames keep the (F, N, D) intermediate small enough to stay in cache.
+        """
+        keys, values = state.keys[layer], state.values[layer]  # (T, P, D)
+        t, p, d = keys.shape
+        packed = q_emb[tokens.select]  # (N, D)
+        queries_t = self.q_map(packed).T.contiguous()  # (D, N)
+        block = max(1, _POOL_BLOCK_ELEMENTS // (packed.shape[0] * d))
+        out = []
+        for start in range(0, t, block):
+            k, v = keys[start: start + block], values[start: start + block]
+            f = k.shape[0]
+            logits = (k.reshape(f * p, d) @ queries_t).view(f, p, -1)  # (F, P, N)
+            att = (logits / self.cfg.dims**0.5).softmax(1)
+            pooled = torch.baddbmm(packed.expand(f, -1, -1), att.transpose(1, 2), v)  # (F, N, D)
+            out.append(tokens.max_per_query(pooled))
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+
+
+# Elements of one block's (frames, tokens, D) pooling intermediate: ~4 MB of float32.
+_POOL_BLOCK_ELEMENTS = 1 << 20
+
+
+class _PackedTokens:
+    """Which query tokens enter the pooling max, packed query-major, and the max over each query's run."""
+
+    def __init__(self, pool_mask: Tensor) -> None:
+        self.select = pool_mask.bool()  # (B, L)
+        self.lengths = self.select.sum(1)  # (B,) every query has at least one token
+        self.uniform = bool((self.lengths == self.lengths[0]).all())
+
+    def max_per_query(self, pooled: Tensor) -> Tensor:
+        """(T, N, D) packed -> (B, T, D): the max over each query's own tokens."""
+        t, _, d = pooled.shape
+        b = self.lengths.shape[0]
+        if self.uniform:  # equal lengths (single queries, the end-to-end path): a plain reshape
+            return pooled.view(t, b, -1, d).amax(2).transpose(0, 1)
+        return torch.stack([part.amax(1) for part in pooled.split(self.lengths.tolist(), dim=1)])
 
 
 class ConvPyramid(nn.Module):
