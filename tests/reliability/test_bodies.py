@@ -1,6 +1,7 @@
 """Oversized and slow bodies against a real ``r2tuning serve``: a 413 comes before the body is read, a stalled
-body gets 408, and while a 10 MB JSON body and 8 large uploads are in flight ``/healthz`` stays fast (p99 under
-100 ms more than with nothing in flight: the machine's own noise is measured first) and the API's RSS stays bounded (uploads stream to Redis in bounded pieces)."""
+body gets 408, and while a 10 MB JSON body and 8 large uploads are in flight ``/healthz`` stays fast (p99 at
+most 100 ms above its p99 with nothing in flight: the shared machine's own noise is measured first) and the
+API's RSS stays bounded (uploads stream to Redis in bounded pieces)."""
 
 from __future__ import annotations
 
