@@ -68,14 +68,12 @@ def run_schemathesis(base: str, headers: dict[str, str]) -> tuple[int, Counter, 
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
     sent, statuses, failures = 0, Counter(), []
-    for result in schema.get_all_operations():
-        operation = result.ok()
-
+    def run_operation(operation) -> None:
         @hypothesis.settings(max_examples=CASES_PER_OPERATION, deadline=None, database=None, derandomize=True,
                              suppress_health_check=list(hypothesis.HealthCheck),
                              phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate])
         @hypothesis.given(case=operation.as_strategy())
-        def one(case, operation=operation) -> None:
+        def one(case) -> None:
             nonlocal sent
             sent += 1
             try:
@@ -86,6 +84,9 @@ def run_schemathesis(base: str, headers: dict[str, str]) -> tuple[int, Counter, 
                 failures.append(f"{operation.label}: {str(err)[:600]}")
 
         one()
+
+    for result in schema.get_all_operations():
+        run_operation(result.ok())
     return sent, statuses, failures
 
 

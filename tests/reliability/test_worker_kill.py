@@ -98,7 +98,7 @@ def test_a_worker_killed_under_load_loses_no_job_and_answers_none_twice(tmp_path
     figures: dict[str, object] = {}
     try:
         http = httpx.Client(base_url=base, timeout=60)
-        wait_until(lambda: http.get("/readyz").json().get("workers") == 2, 120, "two workers", 0.3)
+        wait_until(lambda: http.get("/readyz").json().get("workers") == 2, 240, "two workers", 0.3)
         with open(fixture_video(), "rb") as f:
             video_id = http.post("/v1/videos", files={"file": ("v.mp4", f, "video/mp4")}).json()["video_id"]
         wait_until(lambda: http.get(f"/v1/videos/{video_id}").json()["status"] == "ready", 90, "the video")
