@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .checkpoint import CheckpointError, load_r2_checkpoint
 from .clip import ClipTowers, load_clip
-from .postprocess import NmsConfig, highlights, postprocess_boundaries, select_moments, summarize
+from .postprocess import NmsConfig, highlights, postprocess_boundaries, round_rows, select_moments, summarize
 from .r2 import R2Tuning, RawOutput, VideoState
 from .video import EmptyVideoError, FrameSpec, VideoInfo, decode_in_subprocess
 from .zoo import ModelSpec, ensure_weights
@@ -58,6 +58,10 @@ class GroundingResult:
     saliency: list[float]  # one value per clip of clip_seconds
     clip_seconds: float  # 1 / fps
     duration: float  # seconds, moments are clamped to it
+    # Seconds (0 = the video's start, as a player shows it) of the frame each saliency value was computed on, when
+    # the caller gave them (VideoInfo.player_clip_times()): not i x clip_seconds for a variable-frame-rate video,
+    # whose frames are sampled by index. None when unknown (e.g. pre-extracted features).
+    clip_times: list[float] | None = None
 
 
 class _LRU:
@@ -193,12 +197,13 @@ class Grounder:
 
     def encode_file(self, path: str | Path, *, timeout_s: float = 600.0, max_duration: float | None = None,
                     max_pixels: int | None = None, progress: Callable[[float], None] | None = None,
-                    chunk_size: int = 16, stage: Callable[[str], AbstractContextManager[object]] | None = None
-                    ) -> tuple[VideoInfo, Tensor]:
+                    chunk_size: int = 16, stage: Callable[[str], AbstractContextManager[object]] | None = None,
+                    on_frames: Callable[[Tensor], None] | None = None) -> tuple[VideoInfo, Tensor]:
         """Decode a file in a killable child process (time-limited) while encoding earlier chunks here.
 
         ``progress`` gets the encoded fraction after each chunk; ``stage("decode")`` / ``stage("encode")``
-        wrap the time spent waiting for the decoder and encoding, so callers can report the split.
+        wrap the time spent waiting for the decoder and encoding, so callers can report the split; ``on_frames``
+        sees each chunk of preprocessed frames, (n, 3, size, size), one per clip (the service keeps thumbnails).
         """
         stage = stage or (lambda _: nullcontext())
         info: VideoInfo | None = None
@@ -212,6 +217,8 @@ class Grounder:
             if item is None:
                 break
             info, frames = item
+            if on_frames is not None:
+                on_frames(frames)
             with stage("encode"):
                 chunks.append(self.encode_video(frames))
             done += frames.shape[0]
@@ -301,18 +308,24 @@ class Grounder:
     def ground(self, features: Tensor | VideoState, queries: Sequence[str | Tensor], *, fps: float | None = None,
                video_key: str | None = None, duration: float | None = None, top_k: int | None = 10,
                nms_thres: float | None = None, min_score: float | None = None,
-               query_path: Literal["features", "e2e"] | None = None) -> list[GroundingResult]:
+               query_path: Literal["features", "e2e"] | None = None,
+               clip_times: Sequence[float] | None = None) -> list[GroundingResult]:
         """Answer queries on one encoded video, batched; results are in query order.
 
         A query is a text, or pre-extracted (K, L, Cq) text features as the official feature files hold.
 
         ``duration`` (seconds) defaults to T / fps; the service passes the decoded video's duration.
         ``query_path`` defaults to the spec's: "features" (how the checkpoints were evaluated) or "e2e"
-        (the official single-video script: all 77 token positions).
+        (the official single-video script: all 77 token positions). ``clip_times`` (one per clip, from
+        ``info.player_clip_times()``) is passed through to each result. Moments come rounded to what the spec's
+        ``unit`` means (:func:`models.postprocess.round_rows`), without float32 noise.
         """
         if not queries:
             return []
         state = features if isinstance(features, VideoState) else self.video_state(features, video_key)
+        if clip_times is not None and len(clip_times) != state.num_frames:
+            raise ValueError(f"clip_times has {len(clip_times)} values for {state.num_frames} clips")
+        times = None if clip_times is None else [float(t) for t in clip_times]
         fps = fps or self.spec.fps
         duration = state.num_frames / fps if duration is None else duration
         nms = NmsConfig(type=self.spec.nms_type,
@@ -325,10 +338,10 @@ class Grounder:
                 moments: list[tuple[float, float, float]] = []
                 if raw.boundary is not None:
                     rows = postprocess_boundaries(raw.boundary[b].float().cpu(), duration, self.spec.unit, nms)
-                    moments = select_moments(rows, top_k, min_score)
+                    moments = round_rows(select_moments(rows, top_k, min_score), self.spec.unit)
                 results.append(GroundingResult(query=text if isinstance(text, str) else "", moments=moments,
                                                saliency=raw.saliency[b].float().cpu().tolist(),
-                                               clip_seconds=1.0 / fps, duration=duration))
+                                               clip_seconds=1.0 / fps, duration=duration, clip_times=times))
         self.stats["queries"] += len(queries)
         return results
 
@@ -343,12 +356,12 @@ class Grounder:
         return self.model(state, query.to(dev), mask.to(dev), fps or self.spec.fps, pool_mask.to(dev))
 
     def summarize(self, result: GroundingResult, budget: float = 0.15) -> list[tuple[float, float, float]]:
-        """Highest-saliency clips up to ``budget`` x duration seconds, merged into segments."""
-        return summarize(result.saliency, result.clip_seconds, result.duration, budget)
+        """Highest-saliency clips up to ``budget`` x duration seconds, merged into segments (rounded as moments)."""
+        return round_rows(summarize(result.saliency, result.clip_seconds, result.duration, budget), self.spec.unit)
 
     def highlights(self, result: GroundingResult, top_k: int = 5) -> list[tuple[float, float, float]]:
-        """The ``top_k`` most salient clips, highest first."""
-        return highlights(result.saliency, result.clip_seconds, result.duration, top_k)
+        """The ``top_k`` most salient clips, highest first (rounded as moments)."""
+        return round_rows(highlights(result.saliency, result.clip_seconds, result.duration, top_k), self.spec.unit)
 
 
 def expected_clips(info: VideoInfo, fps: float, preprocess: str = "script") -> int:

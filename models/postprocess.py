@@ -7,6 +7,7 @@ answers the command line and the service return (the one place an answer is shap
 
 from __future__ import annotations
 
+import decimal
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -190,6 +191,28 @@ def select_moments(rows: RowsLike, top_k: int | None, min_score: float | None) -
     if top_k is not None:
         kept = kept[:top_k]
     return [(float(s), float(e), float(c)) for s, e, c in kept]
+
+
+SCORE_DECIMALS = 6  # a float32 score carries about 7 significant digits: the rest of its float64 repr is noise
+
+
+def time_decimals(unit: float | None) -> int:
+    """Decimal places of the times reported for a model with this rounding ``unit`` (seconds): those of the unit
+    itself, at least 4 (a window that reached the video's end keeps un-rounded values, as the official
+    post-processing does: 0.1 ms keeps them within the reference tolerance), at most microseconds."""
+    places = 0
+    if unit:
+        exponent = decimal.Decimal(repr(float(unit))).normalize().as_tuple().exponent
+        places = max(0, -int(exponent))
+    return min(6, max(4, places))
+
+
+def round_rows(rows: Sequence[Row], unit: float | None) -> list[Row]:
+    """``(start, end, score)`` rows as they are reported: times to :func:`time_decimals` places, scores to
+    :data:`SCORE_DECIMALS`. The computation runs in float32, so without this a 0.1 s grid point comes back as
+    ``14.100000381469727``; order and count are unchanged."""
+    places = time_decimals(unit)
+    return [(round(s, places), round(e, places), round(c, SCORE_DECIMALS)) for s, e, c in rows]
 
 
 def _saliency_to_array(saliency: Sequence[float] | torch.Tensor | np.ndarray) -> np.ndarray:

@@ -25,8 +25,14 @@ timestamp (source pts) of the frame behind each clip in :attr:`VideoInfo.clip_ti
 
 from __future__ import annotations
 
+import io
 import math
 import multiprocessing as mp
+import multiprocessing.context as mp_context
+import multiprocessing.forkserver as mp_forkserver
+import multiprocessing.popen_forkserver as popen_forkserver
+import multiprocessing.spawn as mp_spawn
+import multiprocessing.util as mp_util
 import os
 import re
 import resource
@@ -168,6 +174,11 @@ class VideoInfo:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "clip_times", tuple(float(t) for t in self.clip_times))  # JSON gives a list
+
+    def player_clip_times(self) -> list[float]:
+        """``clip_times`` as a player shows them (0 = the container's start), to the millisecond: the time of each
+        clip's saliency value. Empty until decoding has ended (and for features cached without them)."""
+        return [round(t - self.start_time, 3) for t in self.clip_times]
 
 
 @dataclass(frozen=True)
@@ -558,6 +569,43 @@ def _context(start_method: str) -> Any:
     return ctx
 
 
+class _WithoutMainPopen(popen_forkserver.Popen):
+    """The standard library's forkserver launcher, except that the child does not run the parent's main module.
+
+    The stdlib sends each child the path of the parent's ``__main__`` and the child executes that file again (as
+    ``__mp_main__``) so that functions defined there can be unpickled. The decoder's target and arguments all live
+    in this package, so that is never needed here; skipping it is what lets a plain script use the engine without
+    an ``if __name__ == "__main__":`` guard (otherwise the script would run again in every decoder child, which
+    then fails as it tries to start its own decoder). Same steps as ``popen_forkserver.Popen._launch`` otherwise.
+    """
+
+    def _launch(self, process_obj: Any) -> None:
+        prep_data = mp_spawn.get_preparation_data(process_obj._name)
+        prep_data.pop("init_main_from_path", None)
+        prep_data.pop("init_main_from_name", None)
+        buf = io.BytesIO()
+        mp_context.set_spawning_popen(self)
+        try:
+            mp_context.reduction.dump(prep_data, buf)
+            mp_context.reduction.dump(process_obj, buf)
+        finally:
+            mp_context.set_spawning_popen(None)
+        self.sentinel, w = mp_forkserver.connect_to_new_process(self._fds)
+        _parent_w = os.dup(w)  # the child's sentinel of its parent, as in the stdlib
+        self.finalizer = mp_util.Finalize(self, mp_util.close_fds, (_parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = mp_forkserver.read_signed(self.sentinel)
+
+
+class _DecoderProcess(mp_context.ForkServerProcess):
+    """A forkserver child started by :class:`_WithoutMainPopen`."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _WithoutMainPopen(process_obj)
+
+
 def _child_main(conn: Any, path: str, spec: FrameSpec, chunk_size: int, num_threads: int,
                 max_duration: float | None, max_pixels: int | None, fault: str | None) -> None:
     """Child process. Messages: ("ready",), ("info", fields), then per chunk ("chunk", shape, clip times) followed
@@ -610,8 +658,9 @@ class IsolatedDecoder:
     * The child is killed and reaped by :meth:`close`, which runs when iteration ends, fails or is abandoned, and
       on leaving a ``with`` block. Chunks come through a pipe; the child runs at most one chunk ahead.
 
-    The default ``"forkserver"`` start method forks children from a server that preloads this module; as with any
-    non-fork start method, a script using this must guard its entry point (``if __name__ == "__main__":``).
+    The default ``"forkserver"`` start method forks children from a server that preloads this module, and its
+    children do not re-run the caller's main module, so a script needs no ``if __name__ == "__main__":`` guard (with
+    ``"spawn"``, the standard library's, it does).
     ``_test_fault`` is a test-only hook: ``"hang"`` makes the child sleep, ``"crash"`` makes it die of SIGSEGV.
     """
 
@@ -630,7 +679,8 @@ class IsolatedDecoder:
         self._info: VideoInfo | None = None
         ctx = _context(start_method)
         self._conn, child_conn = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(
+        process_type = _DecoderProcess if start_method == "forkserver" else ctx.Process
+        self._proc = process_type(
             target=_child_main, name=f"video-decoder:{self.name}", daemon=True,
             args=(child_conn, str(path), spec, chunk_size, num_threads, max_duration, max_pixels, _test_fault))
         try:
@@ -684,8 +734,7 @@ class IsolatedDecoder:
         code = self._proc.exitcode
         self.close()
         if not self._started:
-            return RuntimeError(f"the video decoder process failed to start (exit status {code}); a script must "
-                                f"guard its entry point with `if __name__ == '__main__':`")
+            return RuntimeError(f"the video decoder process failed to start (exit status {code})")
         if code is not None and code < 0:
             how = f"was killed by {signal.Signals(-code).name}"
             if -code == signal.SIGKILL:

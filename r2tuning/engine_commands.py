@@ -80,9 +80,11 @@ def progress_bar(enabled: bool) -> Any:
 def cmd_ground(args: argparse.Namespace) -> int:
     g = grounder(args)
     info, features = g.encode_file(args.video, timeout_s=args.timeout, progress=progress_bar(not args.json))
-    results = g.ground(features, args.query, duration=info.duration, top_k=args.top_k, query_path=args.query_path)
+    results = g.ground(features, args.query, duration=info.duration, top_k=args.top_k, query_path=args.query_path,
+                       clip_times=info.player_clip_times())
     payload = [dict(query=r.query, moments=[dict(start=s, end=e, score=c) for s, e, c in r.moments],
-                    saliency=r.saliency, clip_seconds=r.clip_seconds, duration=r.duration) for r in results]
+                    saliency=r.saliency, clip_seconds=r.clip_seconds, duration=r.duration, clip_times=r.clip_times)
+               for r in results]
     for item in payload:
         item["preprocess"] = g.spec.preprocess
     if args.json:
@@ -96,7 +98,10 @@ def cmd_ground(args: argparse.Namespace) -> int:
             print(f"{'rank':>4}  {'start':>8}  {'end':>8}  {'score':>7}")
             for i, (s, e, c) in enumerate(r.moments, 1):
                 print(f"{i:>4}  {s:>8.2f}  {e:>8.2f}  {c:>7.4f}")
-        print("saliency: " + " ".join(f"{v:.3f}" for v in r.saliency))
+        if r.clip_times:  # each value with the time of its frame
+            print("saliency: " + "  ".join(f"{t:.2f}s {v:.3f}" for t, v in zip(r.clip_times, r.saliency, strict=True)))
+        else:
+            print("saliency: " + " ".join(f"{v:.3f}" for v in r.saliency))
     return 0
 
 

@@ -147,7 +147,8 @@ def direct_answers(registry: Path, name: str, video: Path, queries: list[str], t
     zoo.load_registry_file(registry, overwrite=True)
     grounder = Grounder.from_spec(zoo.get_model(name)).variant(preprocess=preprocess)
     info, features = grounder.encode_file(video, timeout_s=120)
-    return grounder.ground(features, queries, duration=info.duration, top_k=top_k)
+    return grounder.ground(features, queries, duration=info.duration, top_k=top_k,
+                           clip_times=info.player_clip_times())
 
 
 def assert_same_answers(service_results: list[dict], engine_results: list) -> None:
@@ -160,6 +161,9 @@ def assert_same_answers(service_results: list[dict], engine_results: list) -> No
         assert len(got["moments"]) == len(want.moments)
         for m, (s, e, c) in zip(got["moments"], want.moments, strict=True):
             assert (m["start"], m["end"], m["score"]) == pytest.approx((s, e, c), abs=1e-4)
+            assert (m["start"], m["end"], m["score"]) == (round(m["start"], 4), round(m["end"], 4),
+                                                          round(m["score"], 6))  # no float32 noise
+        assert got["clip_times"] == pytest.approx(want.clip_times, abs=1e-6)  # each clip's real time
 
 
 def sample_features(shape: tuple[int, ...] = (2, 3, 5, 64), seed: int = 1) -> Any:

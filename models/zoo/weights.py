@@ -19,6 +19,7 @@ file to get from where, and where to put it) instead of backing off for half a m
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -182,10 +183,8 @@ def ensure_file(file: WeightFile, *, download: bool = True, progress: bool = Tru
         _probe(file)  # unreachable: fail now, before any lock or staging file is made
         staging = checkpoint_dir() / ".download"
         staging.mkdir(parents=True, exist_ok=True)
-        from huggingface_hub.utils import WeakFileLock
-
         # Across processes (e.g. several service workers): one downloads, the others wait and then reuse it.
-        with WeakFileLock(staging / f"{file.name}.lock"):
+        with _process_lock(staging / f"{file.name}.lock"):
             if _verified_in_place(file, download):
                 return file.path
             _download_to(file, staging, progress)
@@ -287,6 +286,34 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _process_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock across processes on ``path``, and leave no lock file behind.
+
+    flock on a file that the holder unlinks before releasing it: a waiter that then gets the lock sees that the
+    path no longer names the file it locked and starts over on a fresh one, so two holders never overlap.
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                now, mine = os.stat(path), os.fstat(fd)
+                if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                    break
+            except FileNotFoundError:
+                pass  # unlinked by the previous holder: lock a fresh one
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)  # releases the lock
+
+
 # ------------------------------------------------------------------------------------------------------ transport
 
 
@@ -348,13 +375,24 @@ def _tqdm_class(progress: bool) -> Any:
 
 def _fetch_from_hub(hub: _HubFile, staging: Path, progress: bool) -> Path:
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub._local_folder import get_local_download_paths
 
     url = hf_hub_url(hub.repo_id, hub.path, repo_type=hub.repo_type, revision=hub.revision, endpoint=hub.endpoint)
     # One HEAD without retries: hf_hub_download retries connection errors with backoff (~25 s) when nothing is
     # cached, which is the wrong behaviour for an offline machine.
     get_hf_file_metadata(url, timeout=_PROBE_TIMEOUT_S, endpoint=hub.endpoint)
-    fetched = hf_hub_download(hub.repo_id, hub.path, repo_type=hub.repo_type, revision=hub.revision,
-                              local_dir=staging, endpoint=hub.endpoint, tqdm_class=_tqdm_class(progress))
+    # hf_hub_download keeps a lock and a metadata file per file under staging/.cache: we verify and move the file
+    # ourselves, so neither is ever reused. Its .incomplete file stays after a failure: the next call resumes it.
+    paths = get_local_download_paths(staging, hub.path)
+    done = False
+    try:
+        fetched = hf_hub_download(hub.repo_id, hub.path, repo_type=hub.repo_type, revision=hub.revision,
+                                  local_dir=staging, endpoint=hub.endpoint, tqdm_class=_tqdm_class(progress))
+        done = True
+    finally:
+        paths.lock_path.unlink(missing_ok=True)
+        if done:
+            paths.metadata_path.unlink(missing_ok=True)
     return Path(str(fetched))
 
 

@@ -21,7 +21,7 @@ from .errors import install_error_handlers
 from .gateway import Gateway, call
 from .metrics import RequestMetrics, SharedCollector
 from .openapi import install_docs
-from .routes import answers, ground, health, models, ops, training, videos
+from .routes import answers, ground, health, media, models, ops, page, training, videos
 from .timeouts import BodyTimeout
 
 log = logging.getLogger("service.api")
@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry.register(SharedCollector(
         lambda: app.state.gateway.backend if hasattr(app.state, "gateway") else None))
     install_error_handlers(app)
-    routers = [module.router for module in (health, ops, models, videos, answers, ground, training)]
+    routers = [module.router for module in (health, ops, models, videos, media, answers, ground, training, page)]
     for router in routers:
         app.include_router(router)
     app.state.api_routes = [route for router in routers for route in router.routes]  # for 405's Allow

@@ -27,6 +27,7 @@ from service.contract.errors import (
 )
 from service.contract.schemas import (
     PREPROCESS_PATTERN,
+    EncodingRecord,
     Job,
     JobKind,
     JobRecord,
@@ -36,6 +37,7 @@ from service.contract.schemas import (
     Status,
     TrainRequest,
     VideoRecord,
+    encoding_field,
 )
 from service.contract.settings import Settings
 from service.store.backend import Backend
@@ -150,6 +152,8 @@ class Gateway:
             else:
                 record = existing
                 records.touch_video(video_id, self.settings.video_ttl_s)
+                if encode and model != record.model:
+                    return self._encode_for(record, model, preprocess)
                 if encode and record.status == Status.failed:  # uploading again retries a failed video
                     retry = dict(status=Status.queued, progress=0.0, error_code=None, error_message=None,
                                  error_status=None)
@@ -168,20 +172,43 @@ class Gateway:
         records.update_video(video_id, job_id=job.job_id)
         return record.model_copy(update=dict(job_id=job.job_id)), True
 
+    def _encode_for(self, record: VideoRecord, model: str, preprocess: str | None) -> tuple[VideoRecord, bool]:
+        """The same bytes uploaded for another model: encode them for it too (once; again after a failure)."""
+        found = record.encoding(model)
+        if found is not None and found.status != Status.failed:
+            return record, False
+        entry = EncodingRecord(status=Status.queued, preprocess=preprocess)
+        field = {encoding_field(model): entry.model_dump(mode="json")}
+        self.backend.records.update_video(record.video_id, **field)
+        job = Job(job_id=uuid.uuid4().hex, kind=JobKind.encode_video, video_id=record.video_id, model=model,
+                  preprocess=preprocess)
+        try:
+            self.backend.jobs.submit(job, self.settings.result_ttl_s)
+        except Exception:
+            failed = entry.model_copy(update=dict(status=Status.failed, error_code="not_queued",
+                                                  error_message="the encoding could not be queued; upload again"))
+            self.backend.records.update_video(record.video_id, **{encoding_field(model): failed.model_dump(
+                mode="json")})
+            raise
+        return record.model_copy(update=dict(encodings={**record.encodings, model: entry})), True
+
     def delete_video(self, video_id: str) -> None:
         self.video(video_id)
         self.backend.records.delete_video(video_id)
         self.backend.videos.delete(video_id)
+        self.backend.thumbnails.delete_video(video_id)  # first: it reads the features' index, deleted next
         self.backend.features.delete_video(video_id)
+        self.backend.reels.delete_video(video_id)
 
     # ------------------------------------------------------------------------------------------------ jobs
 
     def submit(self, video_id: str, model: str, mode: Mode, queries: list[str], **params: Any) -> JobRecord:
         """The job answering this request: an identical request's job when there is one, else a new one."""
-        fingerprint = json.dumps([video_id, model, mode.value, queries, params], sort_keys=True)
-        if not is_text(fingerprint):  # every text of the request is in it
+        texts = [video_id, model, *queries, *(v for v in params.values() if isinstance(v, str))]
+        if not all(is_text(t) for t in texts):
             raise InvalidRequest("the request contains a lone UTF-16 surrogate (U+D800-U+DFFF), which is not text; "
                                  "send valid Unicode", code="invalid_text")
+        fingerprint = json.dumps([video_id, model, mode.value, queries, params], sort_keys=True)
         request_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
         job = Job(job_id=uuid.uuid4().hex, kind=JobKind.ground, video_id=video_id, model=model, mode=mode,
                   queries=queries, **params)

@@ -4,8 +4,8 @@ The document adds what FastAPI cannot know: the JSON bodies the routes read them
 limits from the settings (queries per request, characters per query), and, when API keys are configured, the
 security schemes (Bearer and ``X-API-Key``) on every route that needs a key, so /docs can send one.
 
-/docs is Swagger UI from the pinned ``swagger-ui-bundle`` package, served by the API itself under
-``/docs/assets``: it works without internet access.
+/docs is Swagger UI 5 (it reads OpenAPI 3.1) from the pinned ``swagger-ui-bundle-v2`` package, served by the API
+itself under ``/docs/assets``: it works without internet access.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def install_docs(app: FastAPI, settings: Settings) -> None:
                                    swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
                                    swagger_css_url=f"{ASSETS}/swagger-ui.css",
                                    swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
-                                   swagger_ui_parameters={"persistAuthorization": True})
+                                   swagger_ui_parameters={"persistAuthorization": True,
+                                                          "validatorUrl": None})  # no online validator
 
     app.mount(ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")

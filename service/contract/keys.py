@@ -19,10 +19,14 @@ key                                        type    what
 ``{p}:{q}:alive``                          zset    worker id -> time its heartbeat goes stale
 ``{p}:{q}:workers``                        zset    worker id -> time of its last heartbeat
 ``{p}:{q}:metrics``                        hash    counters and histograms written by workers
+``{p}:{q}:videos``                         zset    video id -> upload time (``GET /v1/videos``; pruned on read)
 ``{p}:{v:id}:video``                       hash    an uploaded video's record: status, progress, duration
 ``{p}:{v:id}:blob``                        string  header of the uploaded bytes; chunks at ``...:c{i}``
 ``{p}:{v:id}:feat:{feature_id}``           string  header of cached float16 features; chunks at ``...:c{i}``
 ``{p}:{v:id}:feats``                       set     the feature ids cached for the video
+``{p}:{v:id}:thumbs:{feature_id}``         string  header of the per-clip JPEG thumbnails; chunks at ``...:c{i}``
+``{p}:{v:id}:reel:{job_id}``               string  header of a rendered highlight reel (mp4); chunks as above
+``{p}:{v:id}:reels``                       set     the job ids of the video's reels
 =========================================  ======  ====================================================
 
 Rules for every key added here (Redis Cluster and ``maxmemory`` depend on them):
@@ -124,6 +128,21 @@ class Keys:
 
     def feature_ids(self, video_id: str) -> str:
         return f"{self._v(video_id)}:feats"
+
+    def thumbnails(self, video_id: str, feature_id: str) -> str:
+        return f"{self._v(video_id)}:thumbs:{feature_id}"
+
+    def reel(self, video_id: str, job_id: str) -> str:
+        return f"{self._v(video_id)}:reel:{job_id}"
+
+    def reel_ids(self, video_id: str) -> str:
+        return f"{self._v(video_id)}:reels"
+
+    @property
+    def video_list(self) -> str:
+        """The listing index: deployment-wide, so in the queue's slot (written after, never in a script with, a
+        video's keys)."""
+        return f"{self._q}:videos"
 
     @staticmethod
     def chunk(entry: str, index: int) -> str:

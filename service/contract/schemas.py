@@ -77,6 +77,19 @@ class ErrorBody(BaseModel):
 # ---------------------------------------------------------------------------------------------------------- videos
 
 
+class ModelEncoding(BaseModel):
+    """Where a video stands for one model: its features (and thumbnails) for that model's frames."""
+
+    status: Status
+    progress: float = Field(0.0, ge=0, le=1, description="share of the video encoded so far for this model")
+    preprocess: str | None = Field(None, description="frame pipeline of these features")
+    num_clips: int | None = None
+    clip_seconds: float | None = None
+    thumbnails: int = Field(0, description="per-clip JPEG thumbnails kept (GET /v1/videos/{id}/thumbnails/{clip}"
+                                           "?model=...); 0: none")
+    error: ErrorDetail | None = None
+
+
 class VideoStatus(BaseModel):
     """An uploaded video: ``GET /v1/videos/{video_id}`` and the upload's answer."""
 
@@ -91,11 +104,26 @@ class VideoStatus(BaseModel):
     preprocess: str | None = Field(None, description="frame pipeline the upload is encoded with (null until a "
                                                      "worker resolves the model's default)")
     error: ErrorDetail | None = None
+    models: dict[str, ModelEncoding] = Field(
+        default_factory=dict, description="status per model the video was (or is being) encoded for; the fields "
+                                          "above describe ``model``")
+    content: str = Field("", description="URL of the uploaded bytes (GET, with Range support)")
+    created_at: float = Field(0.0, description="upload time (Unix seconds)")
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"video_id": VIDEO_ID_EXAMPLE, "status": "ready", "progress": 1.0, "model": "qvhighlights",
          "size_bytes": 1048576, "duration": 150.0, "num_clips": 75, "clip_seconds": 2.0, "preprocess": "extract",
-         "error": None}]})
+         "error": None, "models": {"qvhighlights": {
+             "status": "ready", "progress": 1.0, "preprocess": "extract", "num_clips": 75, "clip_seconds": 2.0,
+             "thumbnails": 75, "error": None}},
+         "content": f"/v1/videos/{VIDEO_ID_EXAMPLE}/content", "created_at": 1.7e9}]})
+
+
+class VideoList(BaseModel):
+    """``GET /v1/videos``: newest first; pass ``next_page_token`` as ``page_token`` for the next page."""
+
+    videos: list[VideoStatus]
+    next_page_token: str | None = Field(None, description="null on the last page")
 
 
 # ---------------------------------------------------------------------------------------------------------- requests
@@ -150,9 +178,12 @@ class SummaryRequest(BaseModel):
     query: OptionalQuery = None
     budget: float = Field(0.15, gt=0, le=1, description="share of the video the summary may keep")
     preprocess: str | None = Field(None, pattern=PREPROCESS_PATTERN, description=PREPROCESS_HELP)
+    render: bool = Field(False, description="also cut the segments into an mp4 highlight reel (the answer's "
+                                            "``reel``; limits: R2_REEL_MAX_SECONDS, R2_REEL_MAX_BYTES)")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"query": "a dog runs on the beach", "budget": 0.15}]})
+        {"query": "a dog runs on the beach", "budget": 0.15},
+        {"query": "a dog runs on the beach", "budget": 0.15, "render": True}]})
 
     _no_null_query = field_validator("query", mode="before")(_refuse_null)
 
@@ -166,6 +197,8 @@ class Moment(BaseModel):
     start: float
     end: float
     score: float
+    thumbnail: str | None = Field(None, description="URL of the JPEG of the clip the item starts in (when the "
+                                                    "video has thumbnails for the model)")
 
     @model_validator(mode="before")
     @classmethod
@@ -173,6 +206,12 @@ class Moment(BaseModel):
         if isinstance(value, list | tuple) and len(value) == 3:
             return dict(start=value[0], end=value[1], score=value[2])
         return value
+
+
+def _clip_times() -> Any:
+    return Field(None, description="seconds (0 = the video's start) of the frame each saliency value was computed "
+                                   "on: frames are sampled by index, so for a variable-frame-rate video these are "
+                                   "not i x clip_seconds; null for features cached without them")
 
 
 class QueryResult(BaseModel):
@@ -183,6 +222,7 @@ class QueryResult(BaseModel):
     saliency: list[float] = Field(description="one value per clip of clip_seconds")
     clip_seconds: float
     duration: float
+    clip_times: list[float] | None = _clip_times()
 
 
 def _answer_preprocess() -> Any:
@@ -214,6 +254,7 @@ class HighlightsAnswer(BaseModel):
     saliency: list[float]
     highlights: list[Moment] = Field(description="the best clips, highest saliency first")
     preprocess: str | None = _answer_preprocess()
+    clip_times: list[float] | None = _clip_times()
 
 
 class HighlightsResponse(HighlightsAnswer):
@@ -226,12 +267,21 @@ class HighlightsResponse(HighlightsAnswer):
          "preprocess": "extract"}]})
 
 
+class Reel(BaseModel):
+    """An mp4 of a summary's segments, cut from the video's own frames."""
+
+    url: str = Field(description="GET it (video/mp4, Range support): /v1/videos/{id}/reels/{job_id}.mp4")
+    duration: float = Field(description="seconds (the segments' total)")
+    size_bytes: int
+
+
 class SummaryAnswer(BaseModel):
     query: str
     budget: float
     duration: float
     segments: list[Moment] = Field(description="in time order; score = mean saliency of the segment")
     preprocess: str | None = _answer_preprocess()
+    reel: Reel | None = Field(None, description="the rendered highlight reel (requests with render: true)")
 
 
 class SummaryResponse(SummaryAnswer):
@@ -399,6 +449,8 @@ class Job(BaseModel):
     nms_thres: float | None = None
     min_score: float | None = None
     budget: float | None = None
+    render: bool = False
+    """Summary jobs: also cut the segments into an mp4 reel."""
     preprocess: str | None = None
     """Frame pipeline to encode the video with (None: the model's default)."""
     train: TrainRequest | None = None
@@ -455,12 +507,79 @@ class VideoRecord(BaseModel):
     job_id: str | None = None
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
+    encodings: dict[str, EncodingRecord] = Field(default_factory=dict)
+    """Per model (the upload's included): stored as one hash field per model (:func:`encoding_field`), so
+    workers encoding for different models never overwrite each other's state."""
 
-    def public(self) -> VideoStatus:
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_encodings(cls, value: Any) -> Any:
+        if isinstance(value, dict) and any(isinstance(k, str) and k.startswith(ENCODING_FIELD) for k in value):
+            value = dict(value)
+            encodings = dict(value.get("encodings") or {})
+            for key in [k for k in value if k.startswith(ENCODING_FIELD)]:
+                encodings[key[len(ENCODING_FIELD):]] = value.pop(key)
+            value["encodings"] = encodings
+        return value
+
+    def encoding(self, model: str) -> EncodingRecord | None:
+        """The video's state for ``model``. The upload's model is described by the record's own fields (its
+        entry adds where the features and thumbnails are)."""
+        found = self.encodings.get(model)
+        if model != self.model:
+            return found
+        return EncodingRecord(status=self.status, progress=self.progress, preprocess=self.preprocess,
+                              feature_id=found.feature_id if found else None, num_clips=self.num_clips,
+                              clip_seconds=self.clip_seconds, thumbnails=found.thumbnails if found else 0,
+                              error_code=self.error_code, error_message=self.error_message,
+                              error_status=self.error_status, updated_at=self.updated_at)
+
+    def public(self, model: str | None = None) -> VideoStatus:
+        """The video as the API shows it; the top-level fields describe ``model`` (default: the upload's)."""
+        models = {name: enc.public() for name, enc in self.encodings.items()}
+        own = self.encoding(self.model)
+        assert own is not None
+        models[self.model] = own.public()
+        shown = model or self.model
+        enc = self.encoding(shown)
+        if enc is None:
+            raise KeyError(shown)
+        error = enc.public().error
+        return VideoStatus(video_id=self.video_id, status=enc.status, progress=enc.progress, model=shown,
+                           size_bytes=self.size_bytes, duration=self.duration, num_clips=enc.num_clips,
+                           clip_seconds=enc.clip_seconds, preprocess=enc.preprocess, error=error, models=models,
+                           content=f"/v1/videos/{self.video_id}/content", created_at=self.created_at)
+
+
+ENCODING_FIELD = "enc:"
+
+
+def encoding_field(model: str) -> str:
+    """The record hash field holding ``model``'s :class:`EncodingRecord` (update it with ``**{field: ...}``)."""
+    return f"{ENCODING_FIELD}{model}"
+
+
+class EncodingRecord(BaseModel):
+    """Stored per (video, model): what :class:`ModelEncoding` shows, plus where the features are."""
+
+    status: Status = Status.queued
+    progress: float = 0.0
+    preprocess: str | None = None
+    feature_id: str | None = None
+    """The features' (and thumbnails') cache key for this model's frames."""
+    num_clips: int | None = None
+    clip_seconds: float | None = None
+    thumbnails: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    error_status: int | None = None
+    updated_at: float = Field(default_factory=time.time)
+
+    def public(self) -> ModelEncoding:
         error = ErrorDetail(code=self.error_code, message=self.error_message or "") if self.error_code else None
-        return VideoStatus(video_id=self.video_id, status=self.status, progress=self.progress, model=self.model,
-                           size_bytes=self.size_bytes, duration=self.duration, num_clips=self.num_clips,
-                           clip_seconds=self.clip_seconds, preprocess=self.preprocess, error=error)
+        return ModelEncoding(status=self.status, progress=min(1.0, max(0.0, self.progress)),
+                             preprocess=self.preprocess, num_clips=self.num_clips, clip_seconds=self.clip_seconds,
+                             thumbnails=self.thumbnails, error=error)
 
 
 class JobRecord(BaseModel):

@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     body_timeout_s: float = Field(30.0, gt=0, le=3600)
     """Longest pause while a request body streams in (between two reads); past it 408 and the connection is
     closed."""
-    max_stored_results: int = Field(10_000, ge=1, le=10_000_000)
+    max_stored_results: int = Field(2000, ge=1, le=10_000_000)
     """Most finished answers kept for repeated requests: past it the oldest are dropped before their
     ``result_ttl_s`` (a repeated request then computes its answer again). Bounds their Redis memory at about
     ``max_stored_results`` x the size of one answer (docs/service.md)."""
@@ -133,6 +133,22 @@ class Settings(BaseSettings):
     or 202 (answer not ready yet; repeat the same request)."""
     ground_wait_s: float = Field(120.0, ge=0, le=600)
     """How long the one-shot ``/v1/ground`` waits before answering 202."""
+
+    # --- media (thumbnails, reels, listing) ---------------------------------------------------------------------
+    thumbnail_side: int = Field(160, ge=16, le=640)
+    """Longest side (pixels) of the JPEG kept per clip while encoding (a few KB each)."""
+    thumbnail_quality: int = Field(75, ge=10, le=95)
+    """JPEG quality of the thumbnails."""
+    reel_max_seconds: float = Field(300.0, gt=0, le=3600)
+    """Longest highlight reel rendered (a longer summary answers 422 ``reel_too_long``)."""
+    reel_max_bytes: int = Field(64 * MiB, ge=64 * KiB, le=2 * GiB)
+    """Largest reel kept (a bigger one fails with 422 ``reel_too_large``)."""
+    reel_timeout_s: float = Field(300.0, gt=0, le=3600)
+    """Wall-clock limit of rendering one reel."""
+    reel_max_height: int = Field(480, ge=64, le=2160)
+    """Reels are scaled down to at most this many lines (bounds their size and the time to render)."""
+    list_max_limit: int = Field(100, ge=1, le=1000)
+    """Most videos one ``GET /v1/videos`` page returns."""
 
     # --- worker -----------------------------------------------------------------------------------------------------
     batch_size: int = Field(16, ge=1, le=256)

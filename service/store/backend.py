@@ -7,7 +7,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.contract.keys import Keys
@@ -19,6 +19,7 @@ from .cold_records import ColdBackedRecords
 from .connect import RedisClient, redis_client
 from .features import FeatureCache
 from .jobs import JobStore
+from .media import ReelStore, ThumbnailStore
 from .memory import MemoryChunkStore, MemoryJobStore, MemoryRecords
 from .records import Records
 from .redis_chunks import RedisChunkStore
@@ -44,6 +45,12 @@ class Backend:
     client: RedisClient | None = None
     scratch: Path | None = None  # embedded mode without R2_COLD_DIR: the cold tier's folder, removed on close
     cold: ColdStore | None = None
+    thumbnails: ThumbnailStore = field(init=False)  # with the features: same store, lifetime and cold tier
+    reels: ReelStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.thumbnails = ThumbnailStore(self.features.store, self.keys, self.features.ttl_s, self.features.cold)
+        self.reels = ReelStore(self.features.store, self.keys)
 
     def close(self) -> None:
         if self.client is not None:

@@ -192,6 +192,40 @@ class ChunkStore(ABC):
             return None
         return header.meta
 
+    def header(self, name: str) -> Header | None:
+        """The entry's header (its size and meta) without reading the payload; None for a miss."""
+        raw = self._read_header(name)
+        try:
+            return Header.unpack(raw) if raw is not None else None
+        except CorruptEntry:
+            return None
+
+    def read_range(self, name: str, header: Header, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of the payload, one chunk at a time (players seek with Range requests: a 4 GB
+        video is never read whole). Chunk sizes are checked; the CRC covers the whole payload only, so it is
+        not. :class:`MissingChunk` / :class:`CorruptEntry` when a chunk is gone or has the wrong size."""
+        if not 0 <= start <= end <= header.total_bytes:
+            raise ValueError(f"range [{start}, {end}) is outside a payload of {header.total_bytes} bytes")
+        if start == end:
+            return
+        first, last = start // header.chunk_bytes, (end - 1) // header.chunk_bytes
+        for index, chunk in zip(range(first, last + 1), self._read_chunk_span(name, header, first, last),
+                                strict=True):
+            if chunk is None:
+                raise MissingChunk(f"chunk {index} of {name} is missing")
+            if len(chunk) != header.expected_size(index):
+                raise CorruptEntry(f"chunk {index} of {name} has {len(chunk)} bytes")
+            offset = index * header.chunk_bytes
+            yield chunk[max(0, start - offset): min(len(chunk), end - offset)]
+
+    def _read_chunk_span(self, name: str, header: Header, first: int, last: int) -> Iterator[bytes | None]:
+        """Chunks ``first..last`` (inclusive); stores that can fetch single chunks override this."""
+        for index, chunk in enumerate(self._read_chunks(name, header)):
+            if index > last:
+                return
+            if index >= first:
+                yield chunk
+
     def delete(self, name: str) -> None:
         """Remove an entry: header first (readers then see a miss), then every chunk."""
         raw = self._read_header(name)

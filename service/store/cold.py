@@ -84,6 +84,15 @@ class ColdStore(ABC):
     def exists(self, video_id: str, name: str) -> bool: ...
 
     @abstractmethod
+    def header(self, video_id: str, name: str) -> Header | None:
+        """The entry's header (its size and meta) without reading the payload; None for a miss."""
+
+    @abstractmethod
+    def read_range(self, video_id: str, name: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of the entry's payload, in pieces of at most the chunk size (not CRC-checked: the
+        CRC covers the whole payload)."""
+
+    @abstractmethod
     def names(self, video_id: str) -> set[str]:
         """The entries the video has."""
 
@@ -248,6 +257,23 @@ class DirColdStore(ColdStore):
 
     def exists(self, video_id: str, name: str) -> bool:
         return self.path(video_id, name).is_file()
+
+    def header(self, video_id: str, name: str) -> Header | None:
+        return self._header(self.path(video_id, name))
+
+    def read_range(self, video_id: str, name: str, start: int, end: int) -> Iterator[bytes]:
+        with open(self.path(video_id, name), "rb") as f:
+            header, _ = self._open_header(f)
+            if not 0 <= start <= end <= header.total_bytes:
+                raise ValueError(f"range [{start}, {end}) is outside a payload of {header.total_bytes} bytes")
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                piece = f.read(min(left, self.chunk_bytes))
+                if not piece:
+                    raise CorruptEntry(f"cold entry {video_id}/{name} ends early")
+                left -= len(piece)
+                yield piece
 
     def names(self, video_id: str) -> set[str]:
         try:

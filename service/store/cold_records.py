@@ -81,6 +81,12 @@ class ColdBackedRecords(Records):
         self.inner.touch_video(video_id, ttl_s)
         self.cold.touch(video_id)
 
+    def video_index(self, limit: int, before: tuple[float, str] | None = None) -> list[tuple[float, str]]:
+        return self.inner.video_index(limit, before)  # the index has no TTL: Redis keeps it (records restore)
+
+    def unlist_video(self, video_id: str) -> None:
+        self.inner.unlist_video(video_id)
+
     # workers and metrics: not kept in the cold tier
     def heartbeat(self, info: WorkerInfo, ttl_s: float) -> None:
         self.inner.heartbeat(info, ttl_s)

@@ -21,7 +21,7 @@ from service.contract.schemas import Job, JobKind, JobRecord, Status, VideoRecor
 
 from .chunks import ChunkStore, Header
 from .jobs import Delivery, JobStore, Outcome, parse_delivery
-from .records import Records
+from .records import Records, after
 
 # ------------------------------------------------------------------------------------------------------ chunks
 
@@ -153,6 +153,7 @@ class MemoryRecords(Records):
         self._items = _Expiring()
         self._beats = _Expiring()  # worker id -> heartbeat JSON
         self._metrics: dict[str, float] = {}
+        self._listed: dict[str, float] = {}  # video id -> upload time: the listing index
         self.keys = Keys("memory")
 
     def create_video(self, record: VideoRecord, ttl_s: int) -> bool:
@@ -161,6 +162,7 @@ class MemoryRecords(Records):
             if self._items.get(key) is not None:
                 return False
             self._items.put(key, record.model_dump(mode="json"), ttl_s)
+            self._listed[record.video_id] = record.created_at
             return True
 
     def get_video(self, video_id: str) -> VideoRecord | None:
@@ -178,7 +180,16 @@ class MemoryRecords(Records):
 
     def delete_video(self, video_id: str) -> bool:
         with self._items.lock:
+            self._listed.pop(video_id, None)
             return self._items.data.pop(self.keys.video(video_id), None) is not None
+
+    def video_index(self, limit: int, before: tuple[float, str] | None = None) -> list[tuple[float, str]]:
+        with self._items.lock:
+            return after([(t, v) for v, t in self._listed.items()], before, limit)
+
+    def unlist_video(self, video_id: str) -> None:
+        with self._items.lock:
+            self._listed.pop(video_id, None)
 
     def touch_video(self, video_id: str, ttl_s: int) -> None:
         with self._items.lock:
@@ -223,7 +234,7 @@ def _resolve(future: asyncio.Future[bool]) -> None:
 class MemoryJobStore(JobStore):
     """One shared queue (embedded mode has one worker), job records with TTLs, and done events."""
 
-    def __init__(self, max_length: int, metrics: MemoryRecords, max_results: int = 10_000) -> None:
+    def __init__(self, max_length: int, metrics: MemoryRecords, max_results: int = 2000) -> None:
         super().__init__(max_length)
         self.max_results = max_results
         self._answered: OrderedDict[str, None] = OrderedDict()  # finished ground jobs, oldest first

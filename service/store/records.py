@@ -17,6 +17,13 @@ def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v.value if hasattr(v, "value") else v) for k, v in fields.items()}
 
 
+def after(entries: list[tuple[float, str]], before: tuple[float, str] | None,
+          limit: int) -> list[tuple[float, str]]:
+    """Index entries sorted newest first (ties: larger id first) that come after ``before``."""
+    ordered = sorted(entries, reverse=True)
+    return [e for e in ordered if before is None or e < before][:limit]
+
+
 def decode_fields(raw: dict[Any, Any]) -> dict[str, Any]:
     return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
 
@@ -41,6 +48,14 @@ class Records(ABC):
 
     @abstractmethod
     def touch_video(self, video_id: str, ttl_s: int) -> None: ...
+
+    @abstractmethod
+    def video_index(self, limit: int, before: tuple[float, str] | None = None) -> list[tuple[float, str]]:
+        """Up to ``limit`` (upload time, video id) of the listing index, newest first, strictly after ``before``
+        in that order. Entries of expired videos stay until a reader drops them (:meth:`unlist_video`)."""
+
+    @abstractmethod
+    def unlist_video(self, video_id: str) -> None: ...
 
     # workers
     @abstractmethod

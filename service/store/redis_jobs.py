@@ -92,14 +92,20 @@ end
 return out
 """
 
-# KEYS: metrics hash, then per outcome: job record, done list, queue.
+# KEYS: metrics hash, then per outcome: job record, done list, queue; then the results sorted set, then the
+# records and done lists of answers dropped by the previous call (deleted now: a script only touches its KEYS).
 # ARGV: result ttl, consumer group, number of outcomes N, then per outcome: entry id, has a job (0/1), the fields
 # of the answer (JSON list), the fields that rebuild a missing record (JSON list, '' when it must not be rebuilt),
-# the done token (the finished job as JSON); then metric name/amount pairs. Stores each answer (never
-# resurrecting an expired record, only rebuilding an evicted one), leaves the token for its waiters,
-# acknowledges and deletes the entry, and adds to the metrics: one step.
+# the done token (the finished job as JSON); then the most answers kept, now, the number K of ground jobs
+# answered and their K ids; then metric name/amount pairs. Stores each answer (never resurrecting an expired
+# record, only rebuilding an evicted one), leaves the token for its waiters, acknowledges and deletes the entry,
+# adds to the metrics, and records the answers in the results set: one step. Returns the ids of the oldest
+# answers past the limit, for the caller's next call to delete (the answers' memory stays bounded whatever the
+# request rate, by the limit plus one batch).
 _FINISH = """
 local n = tonumber(ARGV[3])
+local results = KEYS[3 * n + 2]
+for k = 3 * n + 3, #KEYS do redis.call('DEL', KEYS[k]) end
 for i = 1, n do
   local record, done, queue = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
   local a = 5 * i - 1
@@ -117,25 +123,22 @@ for i = 1, n do
   redis.call('XACK', queue, ARGV[2], ARGV[a])
   redis.call('XDEL', queue, ARGV[a])
 end
-for j = 4 + 5 * n, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV[j + 1]) end
-return n
-"""
-
-# KEYS: the results sorted set. ARGV: most kept, now, ttl, job key prefix, done key prefix, then the ids of the
-# ground jobs just finished. Adds them, forgets members that expired anyway, and deletes the records (answers)
-# and done lists of the oldest past the limit: the answers' memory is bounded whatever the request rate.
-_BOUND_RESULTS = """
-local key, limit, now = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 6, #ARGV do redis.call('ZADD', key, now, ARGV[i]) end
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - tonumber(ARGV[3]))
-redis.call('EXPIRE', key, ARGV[3])
-local excess = redis.call('ZCARD', key) - limit
-if excess <= 0 then return 0 end
-local dropped = redis.call('ZPOPMIN', key, excess)
-for i = 1, #dropped, 2 do
-  redis.call('DEL', ARGV[4] .. dropped[i], ARGV[5] .. dropped[i])
+local b = 4 + 5 * n
+local limit, now, k = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+for j = b + 3, b + 2 + k do redis.call('ZADD', results, now, ARGV[j]) end
+local dropped = {}
+if k > 0 then
+  redis.call('ZREMRANGEBYSCORE', results, '-inf', now - tonumber(ARGV[1]))
+  redis.call('EXPIRE', results, ARGV[1])
+  local excess = redis.call('ZCARD', results) - limit
+  if excess > 0 then
+    for i, member in ipairs(redis.call('ZPOPMIN', results, excess)) do
+      if i % 2 == 1 then dropped[#dropped + 1] = member end
+    end
+  end
 end
-return excess
+for j = b + 3 + k, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV[j + 1]) end
+return dropped
 """
 
 # KEYS: job record. ARGV: ttl, fields... Like _UPDATE, and restarts the record's TTL (a long job's progress).
@@ -179,7 +182,7 @@ class RedisJobStore(JobStore):
     """Jobs of every process of a deployment, in one Redis (or one slot of a cluster)."""
 
     def __init__(self, client: RedisClient, keys: Keys, max_length: int, *, result_ttl_s: int, url: str,
-                 timeout_s: float, cluster: bool = False, max_results: int = 10_000) -> None:
+                 timeout_s: float, cluster: bool = False, max_results: int = 2000) -> None:
         super().__init__(max_length)
         self.client, self.keys = client, keys
         self.result_ttl_s, self.max_results = result_ttl_s, max_results
@@ -190,9 +193,9 @@ class RedisJobStore(JobStore):
         self._finish = client.register_script(_FINISH)
         self._adopt = client.register_script(_ADOPT)
         self._progress = client.register_script(_PROGRESS)
-        self._bound_results = client.register_script(_BOUND_RESULTS)
         self._groups: set[str] = set()
         self._owners: list[str] | None = None  # workers with an own queue, as last seen (submit checks it)
+        self._dropped: list[str] = []  # answers past max_results: deleted by the next finish
 
     def _ensure_group(self, queue: str) -> None:
         if queue in self._groups:
@@ -371,14 +374,18 @@ class RedisJobStore(JobStore):
                     base = _fields_json(record.model_dump(mode="json"))
                 token = record.model_copy(update=fields).model_dump_json()  # the waiters' answer
             args += [d.entry_id, "1" if d.job is not None else "0", _fields_json(fields), base, token]
-        for name, amount in (metrics or {}).items():
-            args += [name, amount]
-        self._finish(keys=keys, args=args)
         answered = [o.delivery.job.job_id for o in outcomes
                     if o.delivery.job is not None and o.delivery.job.kind == JobKind.ground]
-        if answered:
-            self._bound_results(keys=[self.keys.results], args=[
-                self.max_results, now, self.result_ttl_s, self.keys.job(""), self.keys.done(""), *answered])
+        stale, self._dropped = self._dropped, []
+        keys += [self.keys.results, *(self.keys.job(i) for i in stale), *(self.keys.done(i) for i in stale)]
+        args += [self.max_results, now, len(answered), *answered]
+        for name, amount in (metrics or {}).items():
+            args += [name, amount]
+        try:
+            self._dropped = [_text(i) for i in self._finish(keys=keys, args=args)]
+        except BaseException:
+            self._dropped = stale  # not deleted yet: the next call does it
+            raise
 
     def update(self, job_id: str, ttl_s: int, **fields: Any) -> bool:
         flat = [item for pair in encode_fields({**fields, "updated_at": time.time()}).items() for item in pair]

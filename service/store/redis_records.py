@@ -15,7 +15,7 @@ from service.contract.keys import Keys
 from service.contract.schemas import VideoRecord, WorkerInfo
 
 from .connect import BACKEND_ERRORS, RedisClient
-from .records import Records, decode_fields, encode_fields
+from .records import Records, after, decode_fields, encode_fields
 
 _UPDATE_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -28,6 +28,9 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
 """
+
+
+_TIES = 16  # index entries read past a page's end, for uploads of the same instant the cursor's bound includes
 
 
 def _text(value: bytes | str) -> str:
@@ -46,7 +49,10 @@ class RedisRecords(Records):
 
     def create_video(self, record: VideoRecord, ttl_s: int) -> bool:
         args: list[str | int] = [ttl_s, *_flat(record.model_dump(mode="json"))]
-        return bool(self._create(keys=[self.keys.video(record.video_id)], args=args))
+        created = bool(self._create(keys=[self.keys.video(record.video_id)], args=args))
+        if created:  # another slot: a command of its own (a crash in between leaves the video unlisted only)
+            self.client.zadd(self.keys.video_list, {record.video_id: record.created_at})
+        return created
 
     def get_video(self, video_id: str) -> VideoRecord | None:
         raw = self.client.hgetall(self.keys.video(video_id))
@@ -57,7 +63,18 @@ class RedisRecords(Records):
         return bool(self._update(keys=[self.keys.video(video_id)], args=_flat(fields)))
 
     def delete_video(self, video_id: str) -> bool:
-        return bool(self.client.delete(self.keys.video(video_id)))
+        deleted = bool(self.client.delete(self.keys.video(video_id)))
+        self.unlist_video(video_id)
+        return deleted
+
+    def video_index(self, limit: int, before: tuple[float, str] | None = None) -> list[tuple[float, str]]:
+        top: float | str = before[0] if before is not None else "+inf"
+        raw: list[tuple[bytes | str, float]] = self.client.zrevrangebyscore(  # type: ignore[assignment]
+            self.keys.video_list, top, "-inf", start=0, num=limit + _TIES, withscores=True)
+        return after([(float(score), _text(member)) for member, score in raw], before, limit)
+
+    def unlist_video(self, video_id: str) -> None:
+        self.client.zrem(self.keys.video_list, video_id)
 
     def touch_video(self, video_id: str, ttl_s: int) -> None:
         self.client.expire(self.keys.video(video_id), ttl_s)

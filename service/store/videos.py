@@ -9,6 +9,7 @@ from service.contract.metrics import COLD_HITS, COLD_MISSES, HOT_HITS, HOT_MISSE
 
 from .chunks import ChunkStore
 from .cold import ColdStore
+from .media import Blob, chunk_blob
 
 BLOB = "blob"  # the entry's name in the cold tier
 KIND = "video"  # the ``kind`` label of the tier counters
@@ -48,6 +49,17 @@ class VideoBlobs:
             found = self.store.get_to_file(self.keys.blob(video_id), f) is not None
             counts.inc(HOT_HITS if found else HOT_MISSES, kind=KIND)
             return found
+
+    def open(self, video_id: str) -> Blob | None:
+        """The uploaded bytes for ranged reads (``GET /v1/videos/{id}/content``); None when they are gone."""
+        if self.cold is not None:
+            cold, header = self.cold, self.cold.header(video_id, BLOB)
+            if header is not None:
+                return Blob(header.total_bytes, lambda a, b: cold.read_range(video_id, BLOB, a, b))
+            if self.store is None:
+                return None
+        assert self.store is not None
+        return chunk_blob(self.store, self.keys.blob(video_id))
 
     def exists(self, video_id: str) -> bool:
         if self.cold is not None:

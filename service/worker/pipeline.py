@@ -21,14 +21,17 @@ from models.video import VideoError, VideoInfo
 from service.contract.errors import NotFound, classify, public_message
 from service.contract.metrics import ADAPTER_HITS, BATCH_SIZE, CACHE_HITS, CACHE_MISSES, JOB_SECONDS, MetricsBatch
 from service.contract.schemas import (
+    EncodingRecord,
     HighlightsAnswer,
     Job,
     JobKind,
     Mode,
     MomentsAnswer,
+    Reel,
     Status,
     SummaryAnswer,
     VideoRecord,
+    encoding_field,
 )
 from service.contract.settings import Settings
 from service.store.backend import Backend
@@ -36,6 +39,8 @@ from service.store.features import CachedFeatures
 from service.store.jobs import Delivery, Outcome
 
 from .models import Models
+from .reels import reel_too_long, render_reel
+from .thumbnails import Thumbnails, name_thumbnails
 
 log = logging.getLogger("service.worker")
 
@@ -65,6 +70,7 @@ class Video:
     info: VideoInfo
     features: torch.Tensor | None = None  # (K, T, P, C) float16; None when the state was in memory
     state: VideoState | None = None
+    thumbnails: list[bytes] | None = None  # one JPEG per clip, when just encoded
 
 
 def features_to_tensor(cached: CachedFeatures) -> torch.Tensor:
@@ -75,6 +81,17 @@ def features_to_tensor(cached: CachedFeatures) -> torch.Tensor:
 def tensor_to_features(features: torch.Tensor, info: VideoInfo) -> CachedFeatures:
     array = features.contiguous().cpu().numpy()  # (K, T, P, C) float16
     return CachedFeatures(str(array.dtype), tuple(array.shape), array.tobytes(), dataclasses.asdict(info))
+
+
+def clip_times(video: Video) -> list[float] | None:
+    """Each clip's real timestamp, when the decoder recorded them (features cached before it did have none)."""
+    times = video.info.player_clip_times()
+    if video.state is not None:
+        clips = video.state.num_frames
+    else:
+        assert video.features is not None
+        clips = video.features.shape[1]  # (K, T, P, C)
+    return times if len(times) == clips else None
 
 
 def shape_answer(job: Job, results: list[GroundingResult], grounder: Grounder) -> dict[str, Any]:
@@ -89,7 +106,8 @@ def shape_answer(job: Job, results: list[GroundingResult], grounder: Grounder) -
     if job.mode == Mode.highlights:
         return HighlightsAnswer.model_validate(dict(
             query=result.query, clip_seconds=result.clip_seconds, duration=result.duration, saliency=result.saliency,
-            highlights=grounder.highlights(result, job.top_k or 5), preprocess=preprocess)).model_dump()
+            highlights=grounder.highlights(result, job.top_k or 5), preprocess=preprocess,
+            clip_times=result.clip_times)).model_dump()
     return SummaryAnswer.model_validate(dict(
         query=result.query, budget=job.budget or 0.15, duration=result.duration,
         segments=grounder.summarize(result, job.budget or 0.15), preprocess=preprocess)).model_dump()
@@ -102,6 +120,7 @@ class Pipeline:
         self.settings, self.backend, self.models = settings, backend, models
         self.consumer, self.scratch = consumer, scratch
         self._infos: dict[str, VideoInfo] = {}  # video key -> info, for videos whose state is in memory
+        self._thumbnails: dict[str, int] = {}  # video key -> thumbnails kept (answers name them), as last read
         self._touched: dict[str, float] = {}  # video id -> when its TTLs were last restarted
 
     def run(self, video_id: str, model: str, deliveries: list[Delivery], *, preprocess: str | None = None) -> None:
@@ -135,10 +154,13 @@ class Pipeline:
                 self.keep(video_id, model, grounder, video)
             self.video_ready(video_id, model, grounder, video)
             answers = self.answer(video_id, model, grounder, video, jobs, stages, metrics)        # 6
-            outcomes = [Outcome(d, result=answers.get(d.job.job_id) if d.job else None) for d in deliveries]
+            reel_errors = self.render_reels(video_id, jobs, answers, stages)                      # 6b
+            outcomes = [Outcome(d, **reel_errors[d.job.job_id]) if d.job and d.job.job_id in reel_errors else
+                        Outcome(d, result=answers.get(d.job.job_id) if d.job else None) for d in deliveries]
             for d in deliveries:
                 if d.job is not None:
-                    metrics.inc("r2_jobs_total", kind=d.job.kind.value, outcome="ready")
+                    metrics.inc("r2_jobs_total", kind=d.job.kind.value,
+                                outcome="failed" if d.job.job_id in reel_errors else "ready")
         except Exception as err:
             outcomes = self.failed(deliveries, err, metrics)
         for stage, seconds in stages.seconds.items():
@@ -179,26 +201,45 @@ class Pipeline:
         s, records = self.settings, self.backend.records
         record = records.get_video(video_id)
         track = self.owns_record(record, grounder)  # the upload's own encoding
+        other = record is not None and record.model != grounder.spec.name  # another model's: its own entry
         if track:
             records.update_video(video_id, status=Status.processing, progress=0.0,
                                  preprocess=grounder.spec.preprocess)
+        elif other:
+            self.set_encoding(video_id, grounder, status=Status.processing, progress=0.0)
         report: Callable[[float], None] | None = None
-        if track:
+        if track or other:
             last_report = time.monotonic()
 
             def report(fraction: float) -> None:
                 nonlocal last_report
                 if time.monotonic() - last_report >= _PROGRESS_EVERY_S:
                     last_report = time.monotonic()
-                    records.update_video(video_id, progress=min(0.99, fraction))
+                    if track:
+                        records.update_video(video_id, progress=min(0.99, fraction))
+                    else:
+                        self.set_encoding(video_id, grounder, status=Status.processing,
+                                          progress=min(0.99, fraction))
 
+        thumbs = Thumbnails(grounder.frame_spec, s.thumbnail_side, s.thumbnail_quality)
         info, features = grounder.encode_file(path, timeout_s=s.decode_timeout_s, max_duration=s.max_duration_s,
-                                              max_pixels=s.max_pixels, progress=report, stage=stages)
-        return Video(info=info, features=features)
+                                              max_pixels=s.max_pixels, progress=report, stage=stages,
+                                              on_frames=thumbs.add)
+        clips = int(features.shape[1])
+        return Video(info=info, features=features,
+                     thumbnails=thumbs.jpegs if thumbs.jpegs and len(thumbs.jpegs) == clips else None)
+
+    def set_encoding(self, video_id: str, grounder: Grounder, **fields: Any) -> None:
+        """The video's entry for this model (``models`` in its status): one hash field, written whole."""
+        entry = EncodingRecord(preprocess=grounder.spec.preprocess, feature_id=grounder.feature_id, **fields)
+        self.backend.records.update_video(video_id, **{encoding_field(grounder.spec.name): entry.model_dump(
+            mode="json")})
 
     def store(self, video_id: str, grounder: Grounder, video: Video) -> None:
         assert video.features is not None
         self.backend.features.put(video_id, grounder.feature_id, tensor_to_features(video.features, video.info))
+        if video.thumbnails:
+            self.backend.thumbnails.put(video_id, grounder.feature_id, video.thumbnails)
 
     def keep(self, video_id: str, model: str, grounder: Grounder, video: Video) -> None:
         """Build the adapter state of a video just encoded, so its first query is warm, and route its queries
@@ -215,11 +256,26 @@ class Pipeline:
         records = self.backend.records
         if video.features is not None:  # just read or encoded: the record may still say processing
             record = records.get_video(video_id)
-            if record is not None and self.owns_record(record, grounder) and record.status != Status.ready:
-                records.update_video(video_id, status=Status.ready, progress=1.0, duration=video.info.duration,
-                                     num_clips=int(video.features.shape[1]), clip_seconds=1.0 / grounder.spec.fps,
-                                     preprocess=grounder.spec.preprocess, error_code=None, error_message=None,
-                                     error_status=None)
+            clips = int(video.features.shape[1])
+            owned = record is not None and self.owns_record(record, grounder)
+            update: dict[str, Any] = {}
+            if record is not None and owned and record.status != Status.ready:
+                update.update(status=Status.ready, progress=1.0, duration=video.info.duration, num_clips=clips,
+                              clip_seconds=1.0 / grounder.spec.fps, preprocess=grounder.spec.preprocess,
+                              error_code=None, error_message=None, error_status=None)
+            entry = record.encodings.get(grounder.spec.name) if record is not None else None
+            fresh = video.thumbnails is not None  # just encoded: thumbnails (re)made with these features
+            kept = len(video.thumbnails or []) if fresh else (entry.thumbnails if entry is not None and
+                                                               entry.feature_id == grounder.feature_id else 0)
+            self._thumbnails[f"{video_id}:{grounder.feature_id}"] = kept
+            if record is not None and (owned or record.model != grounder.spec.name) and (
+                    fresh or entry is None or entry.status != Status.ready or entry.feature_id != grounder.feature_id):
+                ready = EncodingRecord(status=Status.ready, progress=1.0, preprocess=grounder.spec.preprocess,
+                                       feature_id=grounder.feature_id, num_clips=clips,
+                                       clip_seconds=1.0 / grounder.spec.fps, thumbnails=kept)
+                update[encoding_field(grounder.spec.name)] = ready.model_dump(mode="json")
+            if update:  # one write: a reader never sees the video ready without its thumbnails
+                records.update_video(video_id, **update)
         now = time.monotonic()
         if now - self._touched.get(video_id, -float("inf")) >= self.settings.video_ttl_s / 10:
             self._touched[video_id] = now
@@ -250,15 +306,57 @@ class Pipeline:
                 source = video.state if video.state is not None else video.features
                 assert source is not None
                 results = grounder.ground(source, queries, video_key=key, duration=video.info.duration, top_k=None,
-                                          nms_thres=nms_thres, min_score=None)
+                                          nms_thres=nms_thres, min_score=None, clip_times=clip_times(video))
             metrics.observe(BATCH_SIZE, len(queries))
             if grounder.stats["video_states_built"] > built:  # this worker holds the video now: route to it
                 self._infos[key] = video.info
                 self.backend.jobs.hold(self.consumer, video_id, model, _AFFINITY_TTL_S)
             by_query = dict(zip(queries, results, strict=True))
             for job in group:
-                answers[job.job_id] = shape_answer(job, [by_query[q] for q in job.queries], grounder)
+                answers[job.job_id] = name_thumbnails(
+                    shape_answer(job, [by_query[q] for q in job.queries], grounder), job, video_id,
+                    self._thumbnails.get(key, 0), 1.0 / grounder.spec.fps)
         return answers
+
+    def render_reels(self, video_id: str, jobs: list[Job], answers: dict[str, dict[str, Any]],
+                     stages: Stages) -> dict[str, dict[str, Any]]:
+        """Cut the segments of each summary asked with ``render`` into an mp4 reel, kept as long as the answer
+        (which names it); the errors of the jobs whose reel failed, by job id (the other jobs are not affected)."""
+        todo = [j for j in jobs if j.kind == JobKind.ground and j.mode == Mode.summary and j.render
+                and j.job_id in answers]
+        if not todo:
+            return {}
+        s, errors = self.settings, {}
+        try:
+            source = self.fetch_video(video_id)
+        except Exception as err:
+            status, code, message = classify(err)
+            return {j.job_id: dict(error_status=status, error_code=code, error_message=message) for j in todo}
+        try:
+            for job in todo:
+                body = answers[job.job_id]
+                target = self.scratch / f"reel-{job.job_id}.mp4"
+                try:
+                    segments = [(m["start"], m["end"]) for m in body["segments"]]
+                    total = sum(end - start for start, end in segments)
+                    if total > s.reel_max_seconds:
+                        raise reel_too_long(total, s.reel_max_seconds)
+                    with stages("render"):
+                        seconds = render_reel(source, segments, target, max_height=s.reel_max_height,
+                                              max_bytes=s.reel_max_bytes, timeout_s=s.reel_timeout_s)
+                    self.backend.reels.put_file(video_id, job.job_id, target, s.result_ttl_s)
+                    body["reel"] = Reel(url=f"/v1/videos/{video_id}/reels/{job.job_id}.mp4",
+                                        duration=round(seconds, 3), size_bytes=target.stat().st_size).model_dump()
+                except Exception as err:
+                    status, code, message = classify(err)
+                    if status >= 500:
+                        log.warning("reel of job %s failed: %s (%s)", job.job_id, message, code)
+                    errors[job.job_id] = dict(error_status=status, error_code=code, error_message=message)
+                finally:
+                    target.unlink(missing_ok=True)
+        finally:
+            source.unlink(missing_ok=True)
+        return errors
 
     def failed(self, deliveries: list[Delivery], err: BaseException, metrics: MetricsBatch) -> list[Outcome]:
         """Each job of the group ends ``failed`` with the reason; a bad video also marks the video failed."""
@@ -280,5 +378,11 @@ class Pipeline:
                 # Its bytes would hold Redis memory (and push out ready videos' features) until the video TTL for
                 # nothing: uploading it again stores them again and retries.
                 self.backend.videos.delete(d.job.video_id)
+            entry = record.encodings.get(d.job.model) if record is not None else None
+            if record is not None and record.model != d.job.model and (
+                    d.job.kind == JobKind.encode_video or (entry is not None and not entry.status.finished)):
+                failed = EncodingRecord(status=Status.failed, preprocess=entry.preprocess if entry else None,
+                                        error_code=code, error_message=message, error_status=status)
+                records.update_video(d.job.video_id, **{encoding_field(d.job.model): failed.model_dump(mode="json")})
             metrics.inc("r2_jobs_total", kind=d.job.kind.value, outcome="failed")
         return [Outcome(d, error_status=status, error_code=code, error_message=message) for d in deliveries]

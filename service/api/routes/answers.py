@@ -57,9 +57,11 @@ async def highlights(video_id: str, body: HighlightsBody, gw: GatewayDep) -> Any
              response_model=SummaryResponse, openapi_extra=json_request_body(SummaryRequest),
              responses={**ACCEPTED, **errors(401, 404, 409, 413, 422, 429, 503)})
 async def summary(video_id: str, body: SummaryBody, gw: GatewayDep) -> Any:
-    """A summary: the most salient clips up to ``budget`` of the duration, merged into segments."""
+    """A summary: the most salient clips up to ``budget`` of the duration, merged into segments; with ``render``,
+    also an mp4 of them (``reel.url``)."""
     name, card = gw.model(body.model)
     query = gw.default_query(name, card, body.query)
     out = await gw.run(video_id, name, Mode.summary, [query], wait_s=gw.settings.moments_wait_s,
-                       budget=body.budget, preprocess=gw.check_preprocess(name, card, body.preprocess))
+                       budget=body.budget, preprocess=gw.check_preprocess(name, card, body.preprocess),
+                       **({"render": True} if body.render else {}))
     return accepted(out) if isinstance(out, Pending) else answer(out)

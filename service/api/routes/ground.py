@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from service.contract.errors import InvalidRequest
+from service.contract.errors import InvalidRequest, UnsupportedMediaType
 from service.contract.schemas import PREPROCESS_HELP, Mode, MomentsResponse, Pending
 
 from ..deps import GatewayDep, require_api_key
@@ -27,9 +27,10 @@ GROUND_BODY = {"requestBody": {"required": True, "content": {
 
 
 @router.post("/ground", response_model=MomentsResponse, openapi_extra=GROUND_BODY,
-             responses={**ACCEPTED, **errors(401, 404, 413, 422, 429, 503)})
+             responses={**ACCEPTED, **errors(401, 404, 413, 415, 422, 429, 503)})
 async def ground(request: Request, gw: GatewayDep) -> Any:
     """One shot: upload a video with one or more ``query`` fields and wait for the moments."""
+    _require_multipart(request)
     await call(gw.backend.jobs.check_capacity)
     upload = await receive_upload(request, max_bytes=gw.settings.max_upload_bytes, directory=gw.settings.upload_dir)
     try:
@@ -49,6 +50,16 @@ async def ground(request: Request, gw: GatewayDep) -> Any:
     out = await gw.run(record.video_id, name, Mode.moments, queries, wait_s=gw.settings.ground_wait_s,
                        video_must_be_ready=False, **params)
     return accepted(out) if isinstance(out, Pending) else answer(out)
+
+
+def _require_multipart(request: Request) -> None:
+    """The queries travel as form fields next to the video: any other body (JSON, raw bytes) cannot carry both."""
+    given = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if given != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"POST /v1/ground takes multipart/form-data, not {given[:60] or 'a body without Content-Type'!r}: send "
+            "the video as the file part 'file' and each query as a 'query' field (curl -F file=@video.mp4 -F "
+            "query='...'); to ask in JSON, upload with POST /v1/videos, then POST /v1/videos/{video_id}/moments")
 
 
 def _form_number(raw: str | None, name: str, kind: type, default: Any, low: float, high: float) -> Any:

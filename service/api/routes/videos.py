@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from typing import Annotated
 
-from service.contract.schemas import PREPROCESS_HELP, Status, VideoStatus
+from fastapi import APIRouter, Depends, Query, Request, Response
 
+from service.contract.schemas import PREPROCESS_HELP, Status, VideoList, VideoStatus
+
+from .. import media
 from ..deps import GatewayDep, require_api_key
 from ..gateway import call
 from ..responses import errors
@@ -25,25 +28,43 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 @router.post("/videos", response_model=VideoStatus, status_code=202, openapi_extra=UPLOAD_BODY,
              responses={200: {"model": VideoStatus, "description": "Already encoded (same bytes uploaded before)."},
                         **errors(401, 404, 413, 422, 429, 503)})
-async def upload_video(request: Request, response: Response, gw: GatewayDep) -> VideoStatus:
+async def upload_video(request: Request, response: Response, gw: GatewayDep,
+                       model: Annotated[str | None, Query(description="model to encode it for (raw-bytes "
+                                                                      "uploads; a form field wins)")] = None,
+                       preprocess: Annotated[str | None, Query(description=PREPROCESS_HELP)] = None) -> VideoStatus:
     """Upload a video (multipart field ``file``, optional ``model``, ``preprocess``); 202 while it is encoded,
     200 if it was."""
     await call(gw.backend.jobs.check_capacity)  # 429/503 before reading the body
     upload = await receive_upload(request, max_bytes=gw.settings.max_upload_bytes, directory=gw.settings.upload_dir)
-    try:
-        name, card = gw.model(upload.field("model"))
-        preprocess = gw.check_preprocess(name, card, upload.field("preprocess"))
-        record, _ = await call(gw.store_upload, upload, name, encode=True, preprocess=preprocess)
+    try:  # form fields first; ?model= and ?preprocess= serve raw-bytes uploads (and multipart ones too)
+        name, card = gw.model(upload.field("model") or model)
+        pipeline = gw.check_preprocess(name, card, upload.field("preprocess") or preprocess)
+        record, _ = await call(gw.store_upload, upload, name, encode=True, preprocess=pipeline)
     finally:
         upload.discard()
-    response.status_code = 200 if record.status == Status.ready else 202
-    return record.public()
+    shown = record.public(name)
+    response.status_code = 200 if shown.status == Status.ready else 202
+    return shown
+
+
+@router.get("/videos", response_model=VideoList, responses=errors(401, 422, 503))
+async def list_videos(gw: GatewayDep, limit: Annotated[int, Query(ge=1, description="videos per page (at most "
+                                                                                    "R2_LIST_MAX_LIMIT)")] = 20,
+                      page_token: Annotated[str | None, Query(max_length=512, description="next_page_token of the "
+                                                                                        "previous page")] = None
+                      ) -> VideoList:
+    """The uploaded videos, newest first, with their status per model."""
+    return await call(media.list_videos, gw, limit, page_token)
 
 
 @router.get("/videos/{video_id}", response_model=VideoStatus, responses=errors(401, 404, 503))
-async def get_video(video_id: str, gw: GatewayDep) -> VideoStatus:
-    """Status of an uploaded video: queued, processing (with progress), ready or failed (with the error)."""
-    return (await call(gw.video, video_id)).public()
+async def get_video(video_id: str, gw: GatewayDep,
+                    model: Annotated[str | None, Query(description="describe this model's encoding in the top-level "
+                                                                   "fields (default: the upload's model)")] = None
+                    ) -> VideoStatus:
+    """Status of an uploaded video: queued, processing (with progress), ready or failed (with the error), per
+    model in ``models``."""
+    return await call(media.video_status, gw, video_id, model)
 
 
 @router.delete("/videos/{video_id}", status_code=204, response_class=Response, responses=errors(401, 404, 503))
