@@ -16,16 +16,12 @@ def fixtures_dir():
 
 @pytest.fixture(autouse=True)
 def zoo_restored() -> Iterator[None]:
-    """Leave the process's model registry as the test found it (the service registers the tiny model)."""
-    from models import zoo
+    """Leave the process's model registry as the test found it (the service registers the tiny model); module
+    fixtures that start a service in-process use ``zoo_state.zoo_kept`` themselves."""
+    from zoo_state import zoo_kept
 
-    before = {spec.name: spec for spec in zoo.list_models()}
-    yield
-    for spec in zoo.list_models():
-        if spec.name not in before:
-            zoo.unregister_model(spec.name)
-        elif before[spec.name] is not spec:
-            zoo.register_model(before[spec.name], overwrite=True)
+    with zoo_kept():
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -19,10 +19,12 @@ from service.store.backend import open_backend
 
 from .errors import install_error_handlers
 from .gateway import Gateway, call
+from .idempotency import IdempotencyMiddleware
 from .metrics import RequestMetrics, SharedCollector
 from .openapi import install_docs
-from .routes import answers, ground, health, media, models, ops, page, training, videos
+from .routes import answers, ground, health, ingests, media, models, ops, page, training, videos
 from .timeouts import BodyTimeout
+from .uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("service.api")
 
@@ -60,12 +62,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry.register(SharedCollector(
         lambda: app.state.gateway.backend if hasattr(app.state, "gateway") else None))
     install_error_handlers(app)
-    routers = [module.router for module in (health, ops, models, videos, media, answers, ground, training, page)]
+    routers = [module.router for module in (health, ops, models, videos, media, answers, ground, training, ingests,
+                                            page)]
     for router in routers:
         app.include_router(router)
     app.state.api_routes = [route for router in routers for route in router.routes]  # for 405's Allow
     if docs:
         install_docs(app, settings)  # after the routes: the document lists them
+    app.add_middleware(IdempotencyMiddleware, ttl_s=settings.idempotency_ttl_s,
+                       max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(BodyTimeout, timeout_s=settings.body_timeout_s)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app

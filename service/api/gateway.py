@@ -40,6 +40,7 @@ from service.contract.schemas import (
     encoding_field,
 )
 from service.contract.settings import Settings
+from service.contract.urls import UrlPolicy
 from service.store.backend import Backend
 
 from .catalog import Catalog
@@ -48,6 +49,7 @@ from .uploads import Upload
 T = TypeVar("T")
 
 _VIDEO_ID_CHARS = frozenset("0123456789abcdef")
+_JOB_ID_TRIES = 20  # how long (x 50 ms) a callback waits for a concurrent upload's encoding job to be named
 _MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # the zoo's rule (models.zoo.spec)
 
 
@@ -67,6 +69,40 @@ class Gateway:
     def __init__(self, settings: Settings, backend: Backend) -> None:
         self.settings, self.backend = settings, backend
         self.catalog = Catalog(settings, backend.records)
+        self.urls = UrlPolicy(settings.fetch_allowlist)
+
+    # ------------------------------------------------------------------------------------------------ webhooks
+
+    def check_callback(self, url: str | None) -> str | None:
+        """A request's ``callback_url`` once allowed (422 otherwise); None when it names none. Blocking (DNS)."""
+        if url is None or url == "":
+            return None
+        if self.settings.webhook_secret is None:
+            raise InvalidRequest("callback_url needs signed webhooks, which this service has not enabled "
+                                 "(set R2_WEBHOOK_SECRET)", code="webhooks_disabled")
+        self.urls.check(url, what="callback_url")
+        return url
+
+    def watch_job(self, job_id: str, url: str | None, ttl_s: int | None = None) -> None:
+        """Deliver the end of a job to ``url`` (at once when it has ended already)."""
+        if url is not None:
+            self.backend.jobs.add_callback(job_id, url, ttl_s or self.settings.result_ttl_s)
+
+    def watch_video(self, record: VideoRecord, url: str | None) -> None:
+        """Deliver the end of a video's encoding to ``url``: at once for a video that is ready already."""
+        if url is None:
+            return
+        for _ in range(_JOB_ID_TRIES):  # a concurrent upload of the same bytes may be queueing its encoding now
+            if record.status == Status.ready or record.job_id is not None:
+                break
+            time.sleep(0.05)
+            record = self.video(record.video_id)
+        if record.status == Status.ready or record.job_id is None:
+            done = JobRecord(job_id=record.job_id or "", kind=JobKind.encode_video, video_id=record.video_id,
+                             model=record.model, status=Status.ready)
+            self.backend.jobs.add_callback(done.job_id, url, self.settings.result_ttl_s, done.model_dump_json())
+        else:
+            self.watch_job(record.job_id, url)
 
     # ------------------------------------------------------------------------------------------------ models
 
@@ -256,8 +292,10 @@ class Gateway:
 
     async def run(self, video_id: str, model: str, mode: Mode, queries: list[str], *, wait_s: float,
                   video_must_be_ready: bool = True, **params: Any) -> dict[str, Any] | Pending:
-        """Submit (or join) the job for a request and wait for its answer up to ``wait_s`` in total."""
+        """Submit (or join) the job for a request and wait for its answer up to ``wait_s`` in total; its end is
+        delivered to ``callback_url`` (checked by :meth:`check_callback`) too."""
         deadline = time.monotonic() + wait_s
+        callback_url = params.pop("callback_url", None)
         if video_must_be_ready:
             found = await call(self.submit_when_ready, video_id, model, mode, queries, **params)
             if isinstance(found, VideoRecord):  # still encoding: wait for it (409 at the deadline), then submit
@@ -269,6 +307,8 @@ class Gateway:
         else:
             await call(self.catalog.require_available, model)
             record = await call(self.submit, video_id, model, mode, queries, **params)
+        if callback_url is not None:
+            await call(self.watch_job, record.job_id, callback_url)
         if not record.status.finished:
             record = await self.wait_job(record.job_id, deadline)
         if record.status == Status.ready:

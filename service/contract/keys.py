@@ -20,6 +20,11 @@ key                                        type    what
 ``{p}:{q}:workers``                        zset    worker id -> time of its last heartbeat
 ``{p}:{q}:metrics``                        hash    counters and histograms written by workers
 ``{p}:{q}:videos``                         zset    video id -> upload time (``GET /v1/videos``; pruned on read)
+``{p}:{q}:cb:{job_id}``                    list    webhook URLs waiting for that job to finish (TTL)
+``{p}:{q}:hooks``                          zset    pending webhook delivery id -> when it is due (or its lease ends)
+``{p}:{q}:hooks:data``                     hash    pending webhook delivery id -> URL, finished job, attempts
+``{p}:{q}:hooks:seq``                      string  the last webhook delivery id handed out
+``{p}:{i:<hash>}:idem``                    string  an Idempotency-Key's request fingerprint and answer (TTL)
 ``{p}:{v:id}:video``                       hash    an uploaded video's record: status, progress, duration
 ``{p}:{v:id}:blob``                        string  header of the uploaded bytes; chunks at ``...:c{i}``
 ``{p}:{v:id}:feat:{feature_id}``           string  header of cached float16 features; chunks at ``...:c{i}``
@@ -111,6 +116,27 @@ class Keys:
     @property
     def metrics(self) -> str:
         return f"{self._q}:metrics"
+
+    def callbacks(self, job_id: str) -> str:
+        return f"{self._q}:cb:{job_id}"
+
+    @property
+    def hooks(self) -> str:
+        return f"{self._q}:hooks"
+
+    @property
+    def hook_data(self) -> str:
+        return f"{self._q}:hooks:data"
+
+    @property
+    def hook_seq(self) -> str:
+        return f"{self._q}:hooks:seq"
+
+    # ------------------------------------------------------------------------------------------------ own slots
+
+    def idempotency(self, key_hash: str) -> str:
+        """One Idempotency-Key (hashed with the caller's API key): a slot of its own, touched by no script."""
+        return f"{self.prefix}:{{i:{key_hash}}}:idem"
 
     # ------------------------------------------------------------------------------------------------ video slots
 

@@ -25,6 +25,8 @@ COLD_MISSES = "r2_cold_misses_total"
 COLD_CORRUPT = "r2_cold_corrupt_total"
 JOB_SECONDS = "r2_job_seconds"
 BATCH_SIZE = "r2_batch_size"
+WEBHOOKS = "r2_webhooks_total"  # labelled outcome="delivered" | "failed" (to be retried) | "given_up"
+URL_FETCHES = "r2_url_fetches_total"  # labelled outcome="ready" | "failed"
 
 SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -41,6 +43,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "r2_cold_hits": ("counter", "Reads served by the cold tier, by kind (features after a hot miss; video bytes)."),
     "r2_cold_misses": ("counter", "Reads the cold tier could not serve either, by kind."),
     "r2_cold_corrupt": ("counter", "Cold-tier entries that failed verification (deleted, then misses)."),
+    "r2_webhooks": ("counter", "Webhook delivery attempts, by outcome (delivered, failed and retried, given_up)."),
+    "r2_url_fetches": ("counter", "Videos fetched by URL, by outcome (ready, failed)."),
     JOB_SECONDS: ("histogram", "Worker time per job stage: decode, encode, ground."),
     BATCH_SIZE: ("histogram", "Queries answered by one model call (queries batched on the same video)."),
 }

@@ -40,11 +40,13 @@ class Status(StrEnum):
 
 class JobKind(StrEnum):
     """``encode``: decode and encode an uploaded video into the feature cache. ``ground``: answer queries.
-    ``train``: train a model on uploaded videos (``POST /v1/models/{name}/train``)."""
+    ``train``: train a model on uploaded videos (``POST /v1/models/{name}/train``). ``fetch``: download a video
+    given by URL (``POST /v1/videos {"url"}``)."""
 
     encode_video = "encode"  # not ``encode``: that would shadow str.encode
     ground = "ground"
     train = "train"
+    fetch = "fetch"  # ingest by URL: download the video, then queue its encoding
 
 
 class Mode(StrEnum):
@@ -126,6 +128,33 @@ class VideoList(BaseModel):
     next_page_token: str | None = Field(None, description="null on the last page")
 
 
+CALLBACK_HELP = ("URL to POST a signed event to when the job ends (docs/webhooks.md); its host must be in "
+                 "R2_FETCH_ALLOWLIST")
+
+
+class IngestRequest(BaseModel):
+    """``POST /v1/videos`` with a JSON body: the worker downloads the video (same limits as an upload)."""
+
+    url: str = Field(max_length=2048, description="http(s) URL of the video; its host must be in R2_FETCH_ALLOWLIST")
+    model: str | None = Field(None, description="model to encode it for (default: the service's)")
+    preprocess: str | None = Field(None, pattern=PREPROCESS_PATTERN, description=PREPROCESS_HELP)
+    callback_url: str | None = Field(None, max_length=2048, description=CALLBACK_HELP)
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"url": "https://cdn.example.com/clips/beach.mp4", "model": "qvhighlights"}]})
+
+
+class IngestStatus(BaseModel):
+    """A video being fetched by URL: ``GET /v1/ingests/{job_id}``; ``video_id`` once the bytes are in."""
+
+    job_id: str
+    status: Status
+    url: str
+    video_id: str | None = Field(None, description="SHA-256 of the fetched bytes, once fetched; then follow "
+                                                   "GET /v1/videos/{video_id}")
+    error: ErrorDetail | None = None
+
+
 # ---------------------------------------------------------------------------------------------------------- requests
 
 
@@ -139,6 +168,7 @@ class MomentsRequest(BaseModel):
     nms_thres: float | None = Field(None, ge=0, le=1, description="NMS IoU threshold; default: the model's")
     min_score: float | None = Field(None, ge=0, le=1, description="drop moments scoring below this")
     preprocess: str | None = Field(None, pattern=PREPROCESS_PATTERN, description=PREPROCESS_HELP)
+    callback_url: str | None = Field(None, max_length=2048, description=CALLBACK_HELP)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"queries": ["a man opens the fridge", "a dog runs on the beach"], "top_k": 5}]})
@@ -164,6 +194,7 @@ class HighlightsRequest(BaseModel):
     query: OptionalQuery = None
     top_k: int = Field(5, ge=1, le=1000, description="best clips returned")
     preprocess: str | None = Field(None, pattern=PREPROCESS_PATTERN, description=PREPROCESS_HELP)
+    callback_url: str | None = Field(None, max_length=2048, description=CALLBACK_HELP)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"query": "a dog runs on the beach", "top_k": 5}]})
@@ -180,6 +211,7 @@ class SummaryRequest(BaseModel):
     preprocess: str | None = Field(None, pattern=PREPROCESS_PATTERN, description=PREPROCESS_HELP)
     render: bool = Field(False, description="also cut the segments into an mp4 highlight reel (the answer's "
                                             "``reel``; limits: R2_REEL_MAX_SECONDS, R2_REEL_MAX_BYTES)")
+    callback_url: str | None = Field(None, max_length=2048, description=CALLBACK_HELP)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"query": "a dog runs on the beach", "budget": 0.15},
@@ -455,6 +487,10 @@ class Job(BaseModel):
     """Frame pipeline to encode the video with (None: the model's default)."""
     train: TrainRequest | None = None
     """Train jobs: the request (``model`` is the new model's name, ``video_id`` the base model)."""
+    url: str | None = None
+    """Fetch jobs: the video's URL (``video_id`` is empty until the bytes are hashed)."""
+    callback_url: str | None = None
+    """Fetch jobs: the webhook receiver, registered on the encoding the fetch queues."""
     created_at: float = Field(default_factory=time.time)
 
 

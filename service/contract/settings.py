@@ -193,9 +193,36 @@ class Settings(BaseSettings):
     train_max_videos: int = Field(2000, ge=1, le=1_000_000)
     """Most distinct videos one training job may use (422 ``too_many_videos``)."""
 
+    # --- outbound HTTP: webhooks and ingest by URL (docs/webhooks.md) -----------------------------------------
+    fetch_allowlist: Annotated[list[str], NoDecode] = []
+    """Hosts the service may call (comma-separated): callback URLs and ``POST /v1/videos {"url"}``. A host name
+    (``cdn.example.com``), a subdomain wildcard (``*.example.com``), ``*`` (any public host), or an IP address or
+    network (``127.0.0.1``, ``10.0.0.0/8``): private, loopback and link-local addresses are refused unless an
+    entry names them. Empty: no callbacks and no URL ingest (422)."""
+    webhook_secret: SecretStr | None = None
+    """Key of the HMAC-SHA256 signature of every webhook event; ``callback_url`` is refused (422) while unset."""
+    webhook_timeout_s: float = Field(10.0, gt=0, le=300)
+    """One delivery attempt's limit (connect + answer); a slower receiver counts as a failure and is retried."""
+    webhook_max_attempts: int = Field(12, ge=1, le=100)
+    """Attempts per event before it is given up (logged and counted)."""
+    webhook_backoff_s: float = Field(1.0, gt=0, le=3600)
+    """Wait after the first failed attempt; it doubles with each further failure (with jitter)."""
+    webhook_backoff_max_s: float = Field(600.0, gt=0, le=24 * 3600)
+    """Longest wait between two attempts."""
+    fetch_timeout_s: float = Field(600.0, gt=0, le=24 * 3600)
+    """Wall-clock limit of fetching one video by URL, resumes included."""
+    fetch_stall_s: float = Field(30.0, gt=0, le=3600)
+    """A fetch (or a webhook receiver) sending nothing for this long is cut off."""
+    fetch_max_redirects: int = Field(5, ge=0, le=20)
+    """Redirects followed per fetch; each hop is checked against the allowlist again."""
+    fetch_resume_tries: int = Field(3, ge=0, le=20)
+    """Times a dropped fetch is resumed with a ``Range`` request (when the server supports ranges)."""
+    idempotency_ttl_s: int = Field(24 * 3600, ge=1, le=30 * 24 * 3600)
+    """How long an ``Idempotency-Key`` is remembered with its first answer (docs/service.md)."""
+
     # ------------------------------------------------------------------------------------------------ validators
 
-    @field_validator("models", "api_keys", mode="before")
+    @field_validator("models", "api_keys", "fetch_allowlist", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_list(value)

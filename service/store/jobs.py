@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from service.contract.errors import QueueFull
 from service.contract.schemas import Job, JobRecord
+from service.contract.webhooks import PendingHook
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +146,25 @@ class JobStore(ABC):
     @abstractmethod
     def hold(self, consumer: str, video_id: str, model: str, ttl_s: float) -> None:
         """``consumer`` now holds the video's adapter state: route that video's next jobs to it."""
+
+    # ------------------------------------------------------------------------------------------------ webhooks
+    # A job's receivers are registered on it; finishing the job turns each into a pending delivery in the same
+    # step (so no finished job loses its event). Deliverers lease due deliveries: one whose deliverer died is
+    # due again when the lease ends, and any deliverer retakes it.
+
+    @abstractmethod
+    def add_callback(self, job_id: str, url: str, ttl_s: int, token: str | None = None) -> bool:
+        """Deliver the end of job ``job_id`` to ``url``. Scheduled at once (True) when the job has finished, or
+        when ``token`` (the finished job as JSON) is given; else registered until the job finishes (False)."""
+
+    @abstractmethod
+    def due_hooks(self, lease_s: float, count: int) -> list[PendingHook]:
+        """Up to ``count`` deliveries due now, each leased for ``lease_s`` (due again after it)."""
+
+    @abstractmethod
+    def hook_done(self, hook_id: str) -> None:
+        """The delivery succeeded (or was given up): forget it."""
+
+    @abstractmethod
+    def hook_retry(self, hook: PendingHook, due_at: float) -> None:
+        """The delivery failed: store its attempt count and try again at ``due_at`` (epoch seconds)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from service.contract.keys import Keys
 from service.contract.schemas import Job, JobKind, JobRecord, Status, VideoRecord, WorkerInfo
+from service.contract.webhooks import PendingHook
 
 from .chunks import ChunkStore, Header
 from .jobs import Delivery, JobStore, Outcome, parse_delivery
@@ -246,6 +247,9 @@ class MemoryJobStore(JobStore):
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]]] = defaultdict(list)
         self._metrics = metrics
         self._seq = 0
+        self._callbacks: dict[str, list[str]] = defaultdict(list)  # job id -> webhook URLs waiting for its end
+        self._hooks: dict[str, tuple[float, PendingHook]] = {}  # delivery id -> (due at, delivery)
+        self._hook_seq = 0
 
     # ------------------------------------------------------------------------------------------------ API side
 
@@ -356,6 +360,9 @@ class MemoryJobStore(JobStore):
                 else:
                     fields.update(status=Status.ready, result=o.result)
                 raw.update(_plain(fields))
+                token = JobRecord.model_validate(raw).model_dump_json()
+                for url in self._callbacks.pop(job.job_id, []):
+                    self._schedule(url, token)
                 for loop, future in self._waiters.pop(job.job_id, []):
                     loop.call_soon_threadsafe(_resolve, future)
                 if job.kind == JobKind.ground:  # the answers kept are bounded, like in Redis
@@ -402,6 +409,43 @@ class MemoryJobStore(JobStore):
 
     def hold(self, consumer: str, video_id: str, model: str, ttl_s: float) -> None:
         return None  # one worker: every job is its own
+
+    # ------------------------------------------------------------------------------------------------ webhooks
+
+    def _schedule(self, url: str, token: str) -> None:
+        self._hook_seq += 1
+        hook_id = str(self._hook_seq)
+        self._hooks[hook_id] = (time.time(), PendingHook(hook_id, url, token))
+
+    def add_callback(self, job_id: str, url: str, ttl_s: int, token: str | None = None) -> bool:
+        with self._cond:
+            raw = self._records.get(job_id)
+            if token is None and raw is not None and raw["status"] in (Status.ready.value, Status.failed.value):
+                token = JobRecord.model_validate(raw).model_dump_json()
+            if token is None:
+                self._callbacks[job_id].append(url)
+                return False
+            self._schedule(url, token)
+            return True
+
+    def due_hooks(self, lease_s: float, count: int) -> list[PendingHook]:
+        now = time.time()
+        with self._cond:
+            due = sorted((at, hook_id) for hook_id, (at, _) in self._hooks.items() if at <= now)[:count]
+            out = []
+            for _, hook_id in due:
+                hook = self._hooks[hook_id][1]
+                self._hooks[hook_id] = (now + lease_s, hook)
+                out.append(hook)
+            return out
+
+    def hook_done(self, hook_id: str) -> None:
+        with self._cond:
+            self._hooks.pop(hook_id, None)
+
+    def hook_retry(self, hook: PendingHook, due_at: float) -> None:
+        with self._cond:
+            self._hooks[hook.hook_id] = (due_at, hook)
 
     def wake(self) -> None:
         """Wake consumers blocked in :meth:`take` (shutdown)."""

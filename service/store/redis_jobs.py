@@ -20,6 +20,7 @@ from redis.exceptions import RedisClusterException
 
 from service.contract.keys import JOB_GROUP, Keys
 from service.contract.schemas import Job, JobKind, JobRecord, Status
+from service.contract.webhooks import PendingHook
 
 from .connect import AsyncRedisClient, RedisClient, async_redis_client
 from .jobs import Delivery, JobStore, Outcome, parse_delivery
@@ -92,23 +93,25 @@ end
 return out
 """
 
-# KEYS: metrics hash, then per outcome: job record, done list, queue; then the results sorted set, then the
-# records and done lists of answers dropped by the previous call (deleted now: a script only touches its KEYS).
-# ARGV: result ttl, consumer group, number of outcomes N, then per outcome: entry id, has a job (0/1), the fields
-# of the answer (JSON list), the fields that rebuild a missing record (JSON list, '' when it must not be rebuilt),
-# the done token (the finished job as JSON); then the most answers kept, now, the number K of ground jobs
+# KEYS: metrics hash, pending webhooks (zset), their data (hash), their id sequence, then per outcome: job record,
+#       done list, queue, the job's registered webhook URLs; then the results sorted set, then the records and
+#       done lists of answers dropped by the previous call (deleted now: a script only touches its KEYS).
+# ARGV: result ttl, consumer group, number of outcomes N, now, then per outcome: entry id, has a job (0/1), the
+# fields of the answer (JSON list), the fields that rebuild a missing record (JSON list, '' when it must not be
+# rebuilt), the done token (the finished job as JSON); then the most answers kept, the number K of ground jobs
 # answered and their K ids; then metric name/amount pairs. Stores each answer (never resurrecting an expired
-# record, only rebuilding an evicted one), leaves the token for its waiters, acknowledges and deletes the entry,
-# adds to the metrics, and records the answers in the results set: one step. Returns the ids of the oldest
-# answers past the limit, for the caller's next call to delete (the answers' memory stays bounded whatever the
-# request rate, by the limit plus one batch).
+# record, only rebuilding an evicted one), leaves the token for its waiters, turns each registered webhook into a
+# pending delivery due now, acknowledges and deletes the entry, adds to the metrics, and records the answers in
+# the results set: one step. Returns the ids of the oldest answers past the limit, for the caller's next call to
+# delete (the answers' memory stays bounded whatever the request rate, by the limit plus one batch).
 _FINISH = """
 local n = tonumber(ARGV[3])
-local results = KEYS[3 * n + 2]
-for k = 3 * n + 3, #KEYS do redis.call('DEL', KEYS[k]) end
+local now = tonumber(ARGV[4])
+local results = KEYS[4 * n + 5]
+for k = 4 * n + 6, #KEYS do redis.call('DEL', KEYS[k]) end
 for i = 1, n do
-  local record, done, queue = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
-  local a = 5 * i - 1
+  local record, done, queue, hooks = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4]
+  local a = 5 * i
   if ARGV[a + 1] == '1' then
     if redis.call('EXISTS', record) == 1 then
       redis.call('HSET', record, unpack(cjson.decode(ARGV[a + 2])))
@@ -119,13 +122,19 @@ for i = 1, n do
     end
     redis.call('RPUSH', done, ARGV[a + 4])
     redis.call('EXPIRE', done, ARGV[1])
+    for _, url in ipairs(redis.call('LRANGE', hooks, 0, -1)) do
+      local id = redis.call('INCR', KEYS[4])
+      redis.call('HSET', KEYS[3], id, cjson.encode({url = url, token = ARGV[a + 4], attempts = 0}))
+      redis.call('ZADD', KEYS[2], ARGV[4], id)
+    end
+    redis.call('DEL', hooks)
   end
   redis.call('XACK', queue, ARGV[2], ARGV[a])
   redis.call('XDEL', queue, ARGV[a])
 end
-local b = 4 + 5 * n
-local limit, now, k = tonumber(ARGV[b]), tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
-for j = b + 3, b + 2 + k do redis.call('ZADD', results, now, ARGV[j]) end
+local b = 5 + 5 * n
+local limit, k = tonumber(ARGV[b]), tonumber(ARGV[b + 1])
+for j = b + 2, b + 1 + k do redis.call('ZADD', results, now, ARGV[j]) end
 local dropped = {}
 if k > 0 then
   redis.call('ZREMRANGEBYSCORE', results, '-inf', now - tonumber(ARGV[1]))
@@ -137,8 +146,42 @@ if k > 0 then
     end
   end
 end
-for j = b + 3 + k, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV[j + 1]) end
+for j = b + 2 + k, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[j], ARGV[j + 1]) end
 return dropped
+"""
+
+# KEYS: the job's done list, its registered webhook URLs, pending webhooks (zset), their data, their id sequence.
+# ARGV: URL, now, ttl, the finished job ('' when the caller does not know it finished). A job that finished (its
+# done token is there) gets a delivery due now; one still running gets the URL registered, which its finish
+# turns into a delivery. Atomic with _FINISH: no URL is registered after the job's finish has read them.
+_CALLBACK = """
+local token = ARGV[4]
+if token == '' then token = redis.call('LINDEX', KEYS[1], 0) end
+if token then
+  local id = redis.call('INCR', KEYS[5])
+  redis.call('HSET', KEYS[4], id, cjson.encode({url = ARGV[1], token = token, attempts = 0}))
+  redis.call('ZADD', KEYS[3], ARGV[2], id)
+  return 1
+end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 0
+"""
+
+# KEYS: pending webhooks (zset), their data. ARGV: now, lease end, count. Leases the due deliveries.
+_DUE_HOOKS = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))) do
+  local data = redis.call('HGET', KEYS[2], id)
+  if data then
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    out[#out + 1] = id
+    out[#out + 1] = data
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
 """
 
 # KEYS: job record. ARGV: ttl, fields... Like _UPDATE, and restarts the record's TTL (a long job's progress).
@@ -193,6 +236,8 @@ class RedisJobStore(JobStore):
         self._finish = client.register_script(_FINISH)
         self._adopt = client.register_script(_ADOPT)
         self._progress = client.register_script(_PROGRESS)
+        self._callback = client.register_script(_CALLBACK)
+        self._due_hooks = client.register_script(_DUE_HOOKS)
         self._groups: set[str] = set()
         self._owners: list[str] | None = None  # workers with an own queue, as last seen (submit checks it)
         self._dropped: list[str] = []  # answers past max_results: deleted by the next finish
@@ -354,12 +399,12 @@ class RedisJobStore(JobStore):
     def finish(self, consumer: str, outcomes: list[Outcome], metrics: dict[str, float] | None = None,
                seconds: dict[str, float] | None = None) -> None:
         now = time.time()
-        keys: list[str] = [self.keys.metrics]
-        args: list[Any] = [self.result_ttl_s, JOB_GROUP, len(outcomes)]
+        keys: list[str] = [self.keys.metrics, self.keys.hooks, self.keys.hook_data, self.keys.hook_seq]
+        args: list[Any] = [self.result_ttl_s, JOB_GROUP, len(outcomes), now]
         for o in outcomes:
             d = o.delivery
             job_id = d.job.job_id if d.job is not None else f"none-{d.entry_id}"
-            keys += [self.keys.job(job_id), self.keys.done(job_id), d.queue]
+            keys += [self.keys.job(job_id), self.keys.done(job_id), d.queue, self.keys.callbacks(job_id)]
             fields: dict[str, Any] = dict(worker=consumer, updated_at=now, seconds=seconds or {})
             if o.failed:
                 fields.update(status=Status.failed, error_code=o.error_code, error_message=o.error_message,
@@ -378,7 +423,7 @@ class RedisJobStore(JobStore):
                     if o.delivery.job is not None and o.delivery.job.kind == JobKind.ground]
         stale, self._dropped = self._dropped, []
         keys += [self.keys.results, *(self.keys.job(i) for i in stale), *(self.keys.done(i) for i in stale)]
-        args += [self.max_results, now, len(answered), *answered]
+        args += [self.max_results, len(answered), *answered]
         for name, amount in (metrics or {}).items():
             args += [name, amount]
         try:
@@ -438,3 +483,27 @@ class RedisJobStore(JobStore):
 
     def hold(self, consumer: str, video_id: str, model: str, ttl_s: float) -> None:
         self.client.set(self.keys.affinity(video_id, model), consumer, px=int(ttl_s * 1000))
+
+    # ------------------------------------------------------------------------------------------------ webhooks
+
+    def add_callback(self, job_id: str, url: str, ttl_s: int, token: str | None = None) -> bool:
+        keys = [self.keys.done(job_id), self.keys.callbacks(job_id), self.keys.hooks, self.keys.hook_data,
+                self.keys.hook_seq]
+        return bool(self._callback(keys=keys, args=[url, time.time(), int(ttl_s), token or ""]))
+
+    def due_hooks(self, lease_s: float, count: int) -> list[PendingHook]:
+        now = time.time()
+        reply = self._due_hooks(keys=[self.keys.hooks, self.keys.hook_data], args=[now, now + lease_s, count])
+        return [PendingHook.load(_text(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
+
+    def hook_done(self, hook_id: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(self.keys.hooks, hook_id)
+        pipe.hdel(self.keys.hook_data, hook_id)
+        pipe.execute()
+
+    def hook_retry(self, hook: PendingHook, due_at: float) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.keys.hook_data, hook.hook_id, hook.dump())
+        pipe.zadd(self.keys.hooks, {hook.hook_id: due_at})
+        pipe.execute()

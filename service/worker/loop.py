@@ -34,9 +34,11 @@ from service.contract.settings import Settings
 from service.store.backend import Backend, open_backend
 from service.store.jobs import Delivery, Outcome
 
+from .fetch import FetchRunner
 from .models import Models
 from .pipeline import Pipeline
 from .training import TrainingRunner
+from .webhooks import WebhookSender
 
 log = logging.getLogger("service.worker")
 
@@ -70,6 +72,8 @@ class Worker:
         self.scratch = self.scratch_root / f"{_SCRATCH_PREFIX}{self.worker_id}"
         self.pipeline = Pipeline(settings, self.backend, self.models, self.worker_id, self.scratch)
         self.training = TrainingRunner(settings, self.backend, self.models, self.worker_id, announce=self.beat)
+        self.fetches = FetchRunner(settings, self.backend, self.worker_id, self.scratch)
+        self.webhooks = WebhookSender(settings, self.backend.jobs, self.backend.records)
         self._stop = threading.Event()
         self._beat_stop = threading.Event()
         self._lock = threading.Lock()
@@ -91,6 +95,8 @@ class Worker:
         self._beat_thread = threading.Thread(target=self._beat_loop, name="r2-heartbeat", daemon=True)
         self._beat_thread.start()
         self.backend.jobs.open(self.worker_id)
+        if self.settings.fetch_allowlist:  # without it no callback can be registered
+            self.webhooks.start()
         self.models.load()
         self._last_model_retry = time.monotonic()
         self.beat()
@@ -105,6 +111,7 @@ class Worker:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a training in hand checkpoints and goes back to the queue
             self.training.shutdown()
+        self.webhooks.stop()
         self._beat_stop.set()
         if self._beat_thread is not None:
             self._beat_thread.join(5)
@@ -226,6 +233,8 @@ class Worker:
         job = delivery.job
         if job is None or job.kind == JobKind.train:
             return False  # dropped at once; a training runs in its own process
+        if job.kind == JobKind.fetch:
+            return True  # a download
         try:
             grounder = self.models.get(job.model, job.preprocess)
         except Exception:
@@ -252,12 +261,15 @@ class Worker:
         jobs = self.backend.jobs
         groups: dict[tuple[str, str, str | None], list[Delivery]] = defaultdict(list)
         dropped: list[Outcome] = []
+        fetches: list[Delivery] = []
         metrics = MetricsBatch()
         for d, attempts in zip(deliveries, jobs.begin(self.worker_id, deliveries), strict=True):
             if d.job is None or attempts == 0:  # not a job, or its record expired: nobody waits for it
                 dropped.append(Outcome(d))
             elif d.job.kind == JobKind.train and attempts <= self.settings.job_max_attempts:
                 self.training.accept(d)  # runs in its own process; the runner finishes it
+            elif d.job.kind == JobKind.fetch and attempts <= self.settings.job_max_attempts:
+                fetches.append(d)
             elif attempts > self.settings.job_max_attempts:
                 err = Unavailable(
                     f"job {d.job.job_id} was given up after {attempts - 1} attempts: each time the worker running "
@@ -267,6 +279,8 @@ class Worker:
                 groups[(d.job.video_id, d.job.model, d.job.preprocess)].append(d)
         if dropped:
             jobs.finish(self.worker_id, dropped, metrics.values)
+        for d in fetches:
+            self.fetches.run(d)  # downloads, stores the video and queues its encoding, finishes the job
         for (video_id, model, preprocess), group in groups.items():
             self.pipeline.run(video_id, model, group, preprocess=preprocess)
 

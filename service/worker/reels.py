@@ -33,6 +33,7 @@ def render_reel(source: Path, segments: list[tuple[float, float]], target: Path,
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         rate = Fraction(rate).limit_denominator(1001)
         time_base = stream.time_base or Fraction(1, 90000)
+        origin = float(stream.start_time * time_base) if stream.start_time else 0.0  # segments count from it
         scale = min(1.0, max_height / stream.codec_context.height)
         width = max(2, int(stream.codec_context.width * scale) // 2 * 2)
         height = max(2, int(stream.codec_context.height * scale) // 2 * 2)
@@ -42,9 +43,9 @@ def render_reel(source: Path, segments: list[tuple[float, float]], target: Path,
             encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
             encoder.options = {"preset": "veryfast", "crf": "26"}
             for start, end in segments:
-                src.seek(int(start / time_base), stream=stream, backward=True)
+                src.seek(int((start + origin) / time_base), stream=stream, backward=True)
                 for frame in src.decode(stream):
-                    t = frame.time if frame.time is not None else 0.0
+                    t = (frame.time if frame.time is not None else origin) - origin
                     if t >= end - 1e-6:
                         break
                     if t < start - 1e-6:

@@ -150,7 +150,11 @@ def test_the_page_walkthrough(service, page, tmp_path) -> None:
     assert outside == []
     REPORTS.mkdir(parents=True, exist_ok=True)
     shot = REPORTS / "page.png"
-    page.evaluate("document.getElementById('player').pause()")
+    # The screenshot: the player paused inside the first moment, the cursor there, a clip hovered.
+    still = results[0]["moments"][0]["start"] + 1
+    page.evaluate(f"(() => {{ const v = document.getElementById('player'); v.pause(); v.currentTime = {still}; }})()")
+    page.wait_for_function(f"Math.abs(document.getElementById('plot').layout.shapes[0].x0 - {still}) < 0.05",
+                           timeout=WAIT_MS)
     page.locator("#plot .scatterlayer .trace:nth-child(1) .points path").nth(6).hover(force=True)
     page.wait_for_function("(() => { const i = document.querySelector('#hover-card:not([hidden]) img'); "
                            "return i && i.complete && i.naturalWidth > 0 && /clip 6/.test(i.nextSibling.textContent); "
@@ -177,4 +181,12 @@ def test_a_video_picked_from_the_list_and_api_errors_shown_as_the_api_says_them(
     page.wait_for_selector("#error:not([hidden])", timeout=WAIT_MS)
     assert page.inner_text("#error-code") == error["code"]
     assert page.inner_text("#error-message") == error["message"]
+    assert outside == []
+
+
+def test_the_docs_page_loads_with_no_request_leaving_localhost(service, page) -> None:
+    page, outside = page
+    page.goto(f"{service.url}/docs")
+    page.wait_for_selector(".swagger-ui .info .title", timeout=WAIT_MS)
+    page.wait_for_selector(".opblock-tag", timeout=WAIT_MS)  # the operations, read from /openapi.json
     assert outside == []

@@ -10,8 +10,9 @@ from pathlib import Path
 import av
 import pytest
 from fastapi.testclient import TestClient
-from media_helpers import media_service, until_200, upload, videos, wait_ready, wait_until_finished
 from PIL import Image
+
+from media_helpers import media_service, until_200, upload, videos, wait_ready, wait_until_finished
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

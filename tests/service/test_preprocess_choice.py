@@ -6,6 +6,7 @@ say which pipeline was used."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Iterator
 
@@ -116,7 +117,7 @@ def test_each_pipeline_has_its_own_features_end_to_end(redis_prefix, tmp_path) -
                 body = _moments(api, video_id, preprocess=preprocess, top_k=4)
                 assert body["preprocess"] == preprocess
                 assert_same_answers(body["results"], [
-                    type(r)(r.query, r.moments[:4], r.saliency, r.clip_seconds, r.duration) for r in want])
+                    dataclasses.replace(r, moments=r.moments[:4]) for r in want])
             assert _cache(api) == (2, 2)
 
 

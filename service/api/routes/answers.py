@@ -19,6 +19,7 @@ from service.contract.schemas import (
 
 from ..bodies import answer_limit, json_body, json_request_body
 from ..deps import GatewayDep, require_api_key
+from ..gateway import call
 from ..responses import ACCEPTED, accepted, answer, errors
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["answers"])
@@ -36,8 +37,10 @@ async def moments(video_id: str, body: MomentsBody, gw: GatewayDep) -> Any:
     name, card = gw.model(body.model, needs_moments=True)
     queries = gw.check_queries(body.queries)
     preprocess = gw.check_preprocess(name, card, body.preprocess)
+    callback_url = await call(gw.check_callback, body.callback_url) if body.callback_url else None
     out = await gw.run(video_id, name, Mode.moments, queries, wait_s=gw.settings.moments_wait_s,
-                       top_k=body.top_k, nms_thres=body.nms_thres, min_score=body.min_score, preprocess=preprocess)
+                       top_k=body.top_k, nms_thres=body.nms_thres, min_score=body.min_score, preprocess=preprocess,
+                       callback_url=callback_url)
     return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
@@ -48,8 +51,10 @@ async def highlights(video_id: str, body: HighlightsBody, gw: GatewayDep) -> Any
     """The saliency curve and the best clips (highlight models use their domain as the query)."""
     name, card = gw.model(body.model)
     query = gw.default_query(name, card, body.query)
+    callback_url = await call(gw.check_callback, body.callback_url) if body.callback_url else None
     out = await gw.run(video_id, name, Mode.highlights, [query], wait_s=gw.settings.moments_wait_s,
-                       top_k=body.top_k, preprocess=gw.check_preprocess(name, card, body.preprocess))
+                       top_k=body.top_k, preprocess=gw.check_preprocess(name, card, body.preprocess),
+                       callback_url=callback_url)
     return accepted(out) if isinstance(out, Pending) else answer(out)
 
 
@@ -61,7 +66,8 @@ async def summary(video_id: str, body: SummaryBody, gw: GatewayDep) -> Any:
     also an mp4 of them (``reel.url``)."""
     name, card = gw.model(body.model)
     query = gw.default_query(name, card, body.query)
+    callback_url = await call(gw.check_callback, body.callback_url) if body.callback_url else None
     out = await gw.run(video_id, name, Mode.summary, [query], wait_s=gw.settings.moments_wait_s,
                        budget=body.budget, preprocess=gw.check_preprocess(name, card, body.preprocess),
-                       **({"render": True} if body.render else {}))
+                       callback_url=callback_url, **({"render": True} if body.render else {}))
     return accepted(out) if isinstance(out, Pending) else answer(out)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 
-from service.contract.schemas import PREPROCESS_HELP, Status, VideoList, VideoStatus
+from service.contract.schemas import CALLBACK_HELP, PREPROCESS_HELP, IngestRequest, Status, VideoList, VideoStatus
 
 from .. import media
 from ..deps import GatewayDep, require_api_key
 from ..gateway import call
+from ..ingest import is_json, public, read_ingest, submit_ingest
 from ..responses import errors
 from ..uploads import receive_upload
 
@@ -21,7 +23,9 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
         "file": {"type": "string", "format": "binary", "minLength": 1,
                  "description": "the video (mp4, webm, mkv, ...; not empty)"},
         "model": {"type": "string", "description": "model to encode it for (default: the service's)"},
-        "preprocess": {"type": "string", "description": PREPROCESS_HELP}}}},
+        "preprocess": {"type": "string", "description": PREPROCESS_HELP},
+        "callback_url": {"type": "string", "description": CALLBACK_HELP}}}},
+    "application/json": {"schema": IngestRequest.model_json_schema()},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary", "minLength": 1}}}}}
 
 
@@ -31,15 +35,25 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 async def upload_video(request: Request, response: Response, gw: GatewayDep,
                        model: Annotated[str | None, Query(description="model to encode it for (raw-bytes "
                                                                       "uploads; a form field wins)")] = None,
-                       preprocess: Annotated[str | None, Query(description=PREPROCESS_HELP)] = None) -> VideoStatus:
-    """Upload a video (multipart field ``file``, optional ``model``, ``preprocess``); 202 while it is encoded,
-    200 if it was."""
+                       preprocess: Annotated[str | None, Query(description=PREPROCESS_HELP)] = None) -> Any:
+    """Upload a video (multipart field ``file``, optional ``model``, ``preprocess``, ``callback_url``); 202 while it
+    is encoded, 200 if it was. A JSON body ``{"url": ...}`` has a worker fetch it instead: 202 with the ingest job
+    (follow ``Location``)."""
     await call(gw.backend.jobs.check_capacity)  # 429/503 before reading the body
+    if is_json(request):
+        job = await call(submit_ingest, gw, await read_ingest(request))
+        return JSONResponse(public(job).model_dump(mode="json"), status_code=202,
+                            headers={"Location": f"/v1/ingests/{job.job_id}"})
     upload = await receive_upload(request, max_bytes=gw.settings.max_upload_bytes, directory=gw.settings.upload_dir)
     try:  # form fields first; ?model= and ?preprocess= serve raw-bytes uploads (and multipart ones too)
         name, card = gw.model(upload.field("model") or model)
         pipeline = gw.check_preprocess(name, card, upload.field("preprocess") or preprocess)
+        callback_url = upload.field("callback_url")
+        if callback_url:
+            callback_url = await call(gw.check_callback, callback_url)
         record, _ = await call(gw.store_upload, upload, name, encode=True, preprocess=pipeline)
+        if callback_url:
+            await call(gw.watch_video, record, callback_url)
     finally:
         upload.discard()
     shown = record.public(name)
