@@ -140,7 +140,10 @@ class Pipeline:
         try:
             grounder = self.models.get(model, preprocess)                                         # 0
             key = f"{video_id}:{grounder.feature_id}"
-            video = self.held(key, grounder, metrics)                                             # 1
+            # An upload's encode job skips the held state: its record and the feature cache may have lost what
+            # this worker still holds (Redis restarted empty, the record expired), and the job must restore both.
+            uploads = any(j.kind == JobKind.encode_video for j in jobs)
+            video = None if uploads else self.held(key, grounder, metrics)                        # 1
             if video is None:
                 video = self.cache_lookup(video_id, grounder, metrics)                            # 2
             if video is None:
