@@ -16,8 +16,16 @@ def fixtures_dir():
 
 @pytest.fixture(autouse=True)
 def zoo_restored() -> Iterator[None]:
-    """Leave the process's model registry as the test found it (the service registers the tiny model); module
-    fixtures that start a service in-process use ``zoo_state.zoo_kept`` themselves."""
+    """Leave the process's model registry as the test found it (the service registers the tiny model)."""
+    from zoo_state import zoo_kept
+
+    with zoo_kept():
+        yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def zoo_restored_after_module() -> Iterator[None]:
+    """The same around each module: its module-scoped fixtures may start a service in this process."""
     from zoo_state import zoo_kept
 
     with zoo_kept():

@@ -55,7 +55,7 @@ class Catalog:
         return next((v.card for v in self._views(name, self.workers()) if v.card is not None), None)
 
     def infos(self) -> list[ModelInfo]:
-        workers = self.workers()
+        workers = self.workers(fresh=True)  # the listing is not a hot path: a model trained a moment ago is in it
         out = []
         for name in self.served():
             views = self._views(name, workers)

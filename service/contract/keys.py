@@ -20,6 +20,7 @@ key                                        type    what
 ``{p}:{q}:workers``                        zset    worker id -> time of its last heartbeat
 ``{p}:{q}:metrics``                        hash    counters and histograms written by workers
 ``{p}:{q}:videos``                         zset    video id -> upload time (``GET /v1/videos``; pruned on read)
+``{p}:{q}:library:{model}``                set     video ids searchable under that model (``POST /v1/search``)
 ``{p}:{q}:cb:{job_id}``                    list    webhook URLs waiting for that job to finish (TTL)
 ``{p}:{q}:hooks``                          zset    pending webhook delivery id -> when it is due (or its lease ends)
 ``{p}:{q}:hooks:data``                     hash    pending webhook delivery id -> URL, finished job, attempts
@@ -156,8 +157,10 @@ class Keys:
         return f"{self._v(video_id)}:feats"
 
     def library(self, model: str) -> str:
-        """Set of the video ids searchable under ``model`` (a hint: the search checks each video's record)."""
-        return f"{self.prefix}:library:{model}"
+        """Set of the video ids searchable under ``model`` (a hint: the search checks each video's record);
+        deployment-wide, so in the queue's slot (never in a script with a video's keys)."""
+        return f"{self._q}:library:{model}"
+
     def thumbnails(self, video_id: str, feature_id: str) -> str:
         return f"{self._v(video_id)}:thumbs:{feature_id}"
 

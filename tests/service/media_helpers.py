@@ -16,7 +16,6 @@ from service.api import create_app
 from service.contract.settings import Settings
 
 from service_helpers import REDIS_URL, delete_prefix, make_video, redis_client, tiny_model_paths, wait_until
-from zoo_state import zoo_kept
 
 MODELS = ("tiny", "tiny-fast")
 FAST = dict(heartbeat_interval_s=0.2, heartbeat_ttl_s=1, visibility_timeout_s=5, moments_wait_s=30,
@@ -36,11 +35,6 @@ def write_two_models(folder: Path) -> Path:
 def media_service(kind: str, folder: Path) -> Iterator[TestClient]:
     """The API (TestClient) with a worker: ``embedded`` (memory backend, the app's own worker thread) or
     ``redis`` (the test Redis under a fresh prefix, a worker thread of its own)."""
-    with zoo_kept():
-        yield from _media_service(kind, folder)
-
-
-def _media_service(kind: str, folder: Path) -> Iterator[TestClient]:
     registry = write_two_models(folder)
     prefix = f"r2test-media-{uuid.uuid4().hex[:8]}"
     base = dict(models=list(MODELS), registry_file=registry, upload_dir=folder / "up", key_prefix=prefix, **FAST)
