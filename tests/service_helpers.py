@@ -120,6 +120,24 @@ def delete_prefix(client: Any, prefix: str) -> None:
 # ---------------------------------------------------------------------------------------------------- the model
 
 
+@contextlib.contextmanager
+def worker_thread(settings: Any) -> Iterator[Any]:
+    """A worker (``service.worker.loop.Worker``) running in a thread of this process; stopped and joined after."""
+    import threading
+
+    from service.worker.loop import Worker
+
+    worker = Worker(settings)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
 def tiny_model_paths() -> tuple[Path, Path]:
     """(R2 checkpoint, CLIP file) of the fixtures' end-to-end tiny model, from its listing."""
     listing = read_listing("e2e_tiny", "cases.json")

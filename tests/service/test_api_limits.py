@@ -30,23 +30,6 @@ from service_helpers import (  # noqa: F401 - fixtures
 VIDEO_ID = "ab" * 32
 
 
-@pytest.fixture()
-def make_client(redis_prefix, tmp_path) -> Iterator:  # noqa: F811
-    registry = write_registry(tmp_path)
-    clients = []
-
-    def make(**overrides) -> TestClient:
-        base = dict(redis_url=REDIS_URL, key_prefix=redis_prefix, models=["tiny"], registry_file=registry,
-                    moments_wait_s=0.3, upload_dir=tmp_path / "uploads")
-        client = TestClient(create_app(Settings(**{**base, **overrides})), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
 
 def upload(client: TestClient, path: Path, **data) -> object:
     with open(path, "rb") as f:

@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
-
-from service.api import create_app
-from service.contract.settings import Settings
 
 from service_helpers import REDIS_URL, redis_prefix, write_registry  # noqa: F401 - fixture
 
@@ -20,23 +15,6 @@ VIDEO_ID = "ab" * 32
 KEY = "k" * 24
 MOMENTS = f"/v1/videos/{VIDEO_ID}/moments"
 
-
-@pytest.fixture()
-def make_client(redis_prefix, tmp_path) -> Iterator:  # noqa: F811
-    registry = write_registry(tmp_path)
-    clients = []
-
-    def make(**overrides) -> TestClient:
-        base = dict(redis_url=REDIS_URL, key_prefix=redis_prefix, models=["tiny"], registry_file=registry,
-                    moments_wait_s=0.3, upload_dir=tmp_path / "uploads")
-        client = TestClient(create_app(Settings(**{**base, **overrides})), raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
 
 
 def error_of(response, status: int, code: str) -> str:

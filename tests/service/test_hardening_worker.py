@@ -4,11 +4,8 @@ and a killed worker's stale scratch folder is swept when a worker starts."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,28 +13,15 @@ from fastapi.testclient import TestClient
 from service.api import create_app
 from service.contract.keys import Keys
 from service.contract.settings import Settings
-from service.worker.loop import Worker
 
 from service_helpers import (
     REDIS_URL,
     redis_client,
     redis_prefix,  # noqa: F401 - fixture
     wait_until,
+    worker_thread,
     write_registry,
 )
-
-
-@contextlib.contextmanager
-def worker_thread(settings: Settings) -> Iterator[Worker]:
-    worker = Worker(settings)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(30)
-        assert not thread.is_alive()
 
 
 @pytest.mark.redis

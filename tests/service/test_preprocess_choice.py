@@ -5,10 +5,7 @@ say which pipeline was used."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import threading
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -28,6 +25,7 @@ from service_helpers import (
     redis_client,
     redis_prefix,  # noqa: F401 - fixture
     wait_until,
+    worker_thread,
     write_registry,
 )
 
@@ -37,18 +35,6 @@ FAST = dict(heartbeat_interval_s=0.2, heartbeat_ttl_s=1, visibility_timeout_s=0.
             ground_wait_s=60, chunk_bytes=4096)
 QUERIES = ["a man is cooking pasta in the kitchen", "dog"]
 
-
-@contextlib.contextmanager
-def worker_thread(settings: Settings) -> Iterator[Worker]:
-    worker = Worker(settings)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(30)
-        assert not thread.is_alive()
 
 
 def _moments(api: TestClient, video_id: str, **extra) -> dict:

@@ -3,10 +3,7 @@ attempts. Multi-process behaviour (separate API and workers, killed workers) is 
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,24 +24,13 @@ from service_helpers import (
     redis_client,
     redis_prefix,  # noqa: F401 - fixture
     wait_until,
+    worker_thread,
     write_registry,
 )
 
 FAST = dict(heartbeat_interval_s=0.2, heartbeat_ttl_s=1, visibility_timeout_s=0.5, moments_wait_s=30,
             ground_wait_s=60, chunk_bytes=4096)
 
-
-@contextlib.contextmanager
-def worker_thread(settings: Settings) -> Iterator[Worker]:
-    worker = Worker(settings)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(30)
-        assert not thread.is_alive()
 
 
 def upload(client: TestClient, path) -> str:
