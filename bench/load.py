@@ -5,7 +5,10 @@ a timing probe) as subprocesses with a user model registered from files, uploads
 is encoded, then:
 
 * sequential requests (one at a time) give the API overhead: HTTP latency minus the worker's pipeline time
-  for that job, split into the part before the worker picked the job up and the part after it finished;
+  for that job, split into the part before the worker picked the job up and the part after it finished. They
+  are sent with the standard library's client on one keep-alive connection, whose own work per request is a few
+  microseconds, so the latency is the service's; the same requests through httpx are reported beside them
+  (httpx spends about a millisecond of CPU per request, on the cores the service uses);
 * N clients, each sending a fixed number of requests back to back, give requests/s, latency percentiles and
   errors (anything but a 200, including a 202 "still computing" answer, counts as an error).
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -29,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import redis
@@ -177,6 +182,25 @@ async def _load(base: str, video_id: str, texts: list[list[str]], timeout_s: flo
         return samples, time.perf_counter() - started
 
 
+def _sequential(base: str, video_id: str, texts: list[str]) -> list[dict[str, Any]]:
+    """One request at a time on one keep-alive connection of ``http.client``."""
+    url = urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=REQUEST_TIMEOUT_S)
+    samples: list[dict[str, Any]] = []
+    try:
+        for q in texts:
+            body = json.dumps({"queries": [q], "top_k": 5}).encode()
+            sent, t = time.time(), time.perf_counter()
+            conn.request("POST", f"/v1/videos/{video_id}/moments", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            samples.append(dict(query=q, status=response.status, seconds=time.perf_counter() - t, sent_at=sent,
+                                received_at=time.time()))
+    finally:
+        conn.close()
+    return samples
+
+
 def run_service_bench(*, video: Path, registry: Path, redis_url: str, prefix: str, folder: Path, clients: int,
                       requests_per_client: int, sequential: int, queries: Any, device: str,
                       log: Callable[[str], None]) -> dict[str, Any]:
@@ -204,12 +228,12 @@ def run_service_bench(*, video: Path, registry: Path, redis_url: str, prefix: st
 
         # Sequential requests: the API overhead without queueing.
         http.post(f"/v1/videos/{video_id}/moments", json={"queries": queries.new(1)})  # warm-up
-        seq: list[dict[str, Any]] = []
+        seq = _sequential(base, video_id, queries.new(sequential))
+        seq_httpx = []
         for q in queries.new(sequential):
-            sent, t = time.time(), time.perf_counter()
+            t = time.perf_counter()
             r = http.post(f"/v1/videos/{video_id}/moments", json={"queries": [q], "top_k": 5})
-            seq.append(dict(query=q, status=r.status_code, seconds=time.perf_counter() - t, sent_at=sent,
-                            received_at=time.time()))
+            seq_httpx.append(dict(status=r.status_code, seconds=time.perf_counter() - t))
         http.close()
 
         # N concurrent clients.
@@ -225,7 +249,9 @@ def run_service_bench(*, video: Path, registry: Path, redis_url: str, prefix: st
 
     seq_break = _breakdown(seq, jobs)
     out["sequential"] = dict(requests=len(seq), errors=sum(1 for s in seq if s["status"] != 200),
-                             latency=summary_ms([s["seconds"] for s in seq]), breakdown=seq_break)
+                             latency=summary_ms([s["seconds"] for s in seq]), breakdown=seq_break,
+                             client="http.client, one keep-alive connection",
+                             httpx_latency=summary_ms([s["seconds"] for s in seq_httpx if s["status"] == 200]))
     out["overhead"] = dict(p50_ms=seq_break.get("overhead", {}).get("p50_ms"),
                            p95_ms=seq_break.get("overhead", {}).get("p95_ms"),
                            worker_p50_ms=seq_break.get("worker_pipeline", {}).get("p50_ms"),

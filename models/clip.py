@@ -40,6 +40,9 @@ from open_clip.pretrained import download_pretrained, get_pretrained_cfg, list_p
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import Tensor, nn
 
+from . import packed_text
+from .packed_text import PackedTextTower
+
 __all__ = ["ClipLoadError", "ClipTowers", "load_clip", "SOT_TOKEN", "EOT_TOKEN", "PAD_TOKEN"]
 
 SOT_TOKEN = 49406  # <|startoftext|>
@@ -97,6 +100,7 @@ class ClipTowers(nn.Module):
         # Causal mask for the longest context; shorter inputs use its top-left corner.
         causal = torch.full((self.context_length, self.context_length), float("-inf")).triu_(1)
         self.register_buffer("causal_mask", causal, persistent=False)
+        self._packed_text: PackedTextTower | None = None  # built on the first float32 text run on the CPU
 
     def train(self, mode: bool = True) -> ClipTowers:
         """The towers are frozen: they always stay in eval mode."""
@@ -213,10 +217,20 @@ class ClipTowers(nn.Module):
         with torch.inference_mode(), self._precision(dtype):
             x = text.token_embedding(tokens.to(self.device, torch.long))  # (B, L, Ct)
             x = x + text.positional_embedding[:length]
-            for index, entry in enumerate(_run_blocks(text.transformer.resblocks, x, mask)):
+            for index, entry in enumerate(self._text_blocks(x, mask, dtype)):
                 if index >= first:
                     out[index - first] = entry
         return out
+
+    def _text_blocks(self, x: Tensor, mask: Tensor, dtype: torch.dtype | None) -> Iterator[Tensor]:
+        """The text transformer's stack: in float32 on the CPU through oneDNN's packed linears (2.4-2.9x faster
+        than MKL's sgemm for a query's few tokens, see :mod:`models.packed_text`), else the blocks as they are."""
+        blocks = self.clip.transformer.resblocks
+        if dtype in (None, torch.float32) and blocks[0].attn.batch_first and packed_text.available(self.device):
+            if self._packed_text is None:
+                self._packed_text = PackedTextTower(blocks)
+            return self._packed_text.run(x, mask)
+        return _run_blocks(blocks, x, mask)
 
     # -- tokens ------------------------------------------------------------------------------------------
 

@@ -62,7 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry.register(SharedCollector(
         lambda: app.state.gateway.backend if hasattr(app.state, "gateway") else None))
     install_error_handlers(app)
-    routers = [module.router for module in (health, ops, models, videos, media, answers, ground, training, ingests,
+    # Matched in this order: the warm path's routes (answers) come right after the probes' (health), because
+    # FastAPI tries each included router in turn and every miss costs tens of microseconds.
+    routers = [module.router for module in (health, answers, ops, models, videos, media, ground, training, ingests,
                                             search, page)]
     for router in routers:
         app.include_router(router)

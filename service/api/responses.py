@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi.responses import JSONResponse
+import orjson
+from fastapi.responses import JSONResponse, Response
 
 from service.contract.schemas import ErrorBody, Pending
 
@@ -39,7 +40,7 @@ def accepted(pending: Pending) -> JSONResponse:
                         headers={"Retry-After": str(pending.retry_after)})
 
 
-def answer(body: dict[str, Any]) -> JSONResponse:
+def answer(body: dict[str, Any]) -> Response:
     """A worker's answer as it was stored: the worker built it from the response models already, so it is sent
     as is instead of being validated and serialised a second time (the route's ``response_model`` documents it)."""
-    return JSONResponse(body)
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -1,20 +1,23 @@
 """Small records both processes read and write: videos, worker heartbeats, shared metrics.
 
-Every field of a record hash is JSON-encoded. Updates never resurrect a record that was deleted meanwhile (a
-worker finishing a video the user just deleted). Job records live with the queue (:mod:`service.store.jobs`).
+Every field of a record hash is JSON-encoded (with orjson: records are read and written on every query, and
+the standard library's json was a tenth of the API's time per warm query). Updates never resurrect a record
+that was deleted meanwhile (a worker finishing a video the user just deleted). Job records live with the queue
+(:mod:`service.store.jobs`).
 """
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from typing import Any
+
+import orjson
 
 from service.contract.schemas import VideoRecord, WorkerInfo
 
 
 def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
-    return {k: json.dumps(v.value if hasattr(v, "value") else v) for k, v in fields.items()}
+    return {k: orjson.dumps(v.value if hasattr(v, "value") else v).decode() for k, v in fields.items()}
 
 
 def after(entries: list[tuple[float, str]], before: tuple[float, str] | None,
@@ -25,7 +28,7 @@ def after(entries: list[tuple[float, str]], before: tuple[float, str] | None,
 
 
 def decode_fields(raw: dict[Any, Any]) -> dict[str, Any]:
-    return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+    return {(k.decode() if isinstance(k, bytes) else k): orjson.loads(v) for k, v in raw.items()}
 
 
 class Records(ABC):

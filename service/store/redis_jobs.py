@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import orjson
 import redis
 from redis.exceptions import RedisClusterException
 
@@ -218,7 +219,7 @@ def _text(value: bytes | str) -> str:
 
 def _fields_json(fields: dict[str, Any]) -> str:
     """Record fields as the scripts take them: a JSON list of field, encoded value, field, encoded value..."""
-    return json.dumps([item for pair in encode_fields(fields).items() for item in pair])
+    return orjson.dumps([item for pair in encode_fields(fields).items() for item in pair]).decode()
 
 
 class RedisJobStore(JobStore):

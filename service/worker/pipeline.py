@@ -100,9 +100,9 @@ def shape_answer(job: Job, results: list[GroundingResult], grounder: Grounder) -
     pipeline of the features it was computed on."""
     preprocess = grounder.spec.preprocess
     if job.mode == Mode.moments:
-        cut = [dataclasses.replace(r, moments=select_moments(r.moments, job.top_k, job.min_score)) for r in results]
-        return MomentsAnswer.model_validate(dict(results=[dataclasses.asdict(r) for r in cut],
-                                                 preprocess=preprocess)).model_dump()
+        # vars(), not dataclasses.asdict(): asdict deep-copies every saliency value (5x the cost of the rest).
+        cut = [dict(vars(r), moments=select_moments(r.moments, job.top_k, job.min_score)) for r in results]
+        return MomentsAnswer.model_validate(dict(results=cut, preprocess=preprocess)).model_dump()
     (result,) = results
     if job.mode == Mode.highlights:
         return HighlightsAnswer.model_validate(dict(
