@@ -137,12 +137,14 @@ def _child(args: argparse.Namespace) -> dict:
 
     from bench.fixtures import qvhighlights_spec
     from bench.naive import run_naive
+    from models.allocator import keep_freed_blocks
     from models.checkpoint import load_r2_checkpoint
     from models.clip import load_clip
     from models.engine import Grounder
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_blocks()  # as the worker does
     # Loaded from files exactly as the service's worker loads a user model.
     clip_file, r2_file = args.models / "clip-vit-b-32-random.pt", args.models / "r2-random.pth"
     grounder = Grounder(load_clip(str(clip_file), device=args.device), load_r2_checkpoint(r2_file, args.device),

@@ -210,10 +210,12 @@ class Bench:
 
         from bench import fixtures
         from bench.videos import ensure_video
+        from models.allocator import keep_freed_blocks
 
         if self.args.threads:
             torch.set_num_threads(self.args.threads)
-        self.report["machine"] = machine_info(self.device)
+        # The engine measured here runs under the worker's malloc settings, so that the ratios compare like with like.
+        self.report["machine"] = dict(machine_info(self.device), malloc_tuned=keep_freed_blocks())
         plan = self.plan
         self.videos = {}
         cache = Path(self.args.cache_dir) if self.args.cache_dir else None
