@@ -144,11 +144,11 @@ def _child(args: argparse.Namespace) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    keep_freed_blocks()  # as the worker does
     # Loaded from files exactly as the service's worker loads a user model.
     clip_file, r2_file = args.models / "clip-vit-b-32-random.pt", args.models / "r2-random.pth"
     grounder = Grounder(load_clip(str(clip_file), device=args.device), load_r2_checkpoint(r2_file, args.device),
                         qvhighlights_spec(checkpoint=str(r2_file), clip_path=str(clip_file)), precision=args.precision)
+    keep_freed_blocks()  # as the worker does, once its models are loaded
     baseline_mb = _status_kib(os.getpid(), "VmRSS") / 1024
     load_peak_mb = _status_kib(os.getpid(), "VmHWM") / 1024
     if args.warmup and args.mode == "engine":

@@ -6,7 +6,9 @@ memory at the top is returned too, past the trim threshold. A query's intermedia
 MiB (the adapter pools in blocks of about 4 MiB, models/r2.py), so every query faulted them all in again: on a
 40 min video (1,200 clips) a warm query took 478 ms, and 241-261 ms with the thresholds below, which keep such
 blocks in the heap for the next query. The cost is memory the heap keeps after a query: at most the trim
-threshold above what is in use.
+threshold above what is in use, plus fragmentation. Set them once the models are loaded: loading frees hundreds
+of MB of file buffers, which the default settings give back to the kernel (with these set first, a worker held
+500 MB more after loading).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from models.allocator import keep_freed_blocks
 from service.contract.errors import Unavailable
 from service.contract.metrics import JOBS_RECLAIMED, MetricsBatch
 from service.contract.schemas import JobKind, WorkerInfo
@@ -100,6 +101,7 @@ class Worker:
         if self.settings.fetch_allowlist:  # without it no callback can be registered
             self.webhooks.start()
         self.models.load()
+        keep_freed_blocks()  # from now on a query's blocks stay in the heap for the next (2x on long videos)
         self._last_model_retry = time.monotonic()
         self.beat()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 
-from models.allocator import keep_freed_blocks
 from service.contract.settings import NO_REDIS, Settings, configure_logging, get_settings
 
 from .loop import Worker
@@ -19,7 +18,6 @@ def main(settings: Settings | None = None) -> int:
     if settings.embedded:
         log.error(NO_REDIS)
         return 2
-    keep_freed_blocks()  # a query's blocks stay in the heap for the next one (2x on long videos)
     worker = Worker(settings)
 
     def on_signal(signum: int, _frame: object) -> None:
