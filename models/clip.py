@@ -226,7 +226,7 @@ class ClipTowers(nn.Module):
         """The text transformer's stack: in float32 on the CPU through oneDNN's packed linears (2.4-2.9x faster
         than MKL's sgemm for a query's few tokens, see :mod:`models.packed_text`), else the blocks as they are."""
         blocks = self.clip.transformer.resblocks
-        if dtype in (None, torch.float32) and blocks[0].attn.batch_first and packed_text.available(self.device):
+        if dtype in (None, torch.float32) and packed_text.available(self.device, blocks):
             if self._packed_text is None:
                 self._packed_text = PackedTextTower(blocks)
             return self._packed_text.run(x, mask)

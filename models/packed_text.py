@@ -26,10 +26,15 @@ from torch import Tensor, nn
 _ROWS_HINT = 64
 
 
-def available(device: torch.device) -> bool:
-    """oneDNN's packed linear is a CPU op of PyTorch builds with mkldnn (every x86-64 and aarch64 wheel)."""
-    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+def available(device: torch.device, blocks: nn.ModuleList | None = None) -> bool:
+    """Whether ``blocks`` (when given) can run here: oneDNN's packed linear is a CPU op of PyTorch builds with
+    mkldnn (every x86-64 and aarch64 wheel), and the blocks need batch-first attention with one input projection
+    (open_clip's since 2.x)."""
+    if not (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        return False
+    return blocks is None or all(b.attn.batch_first and b.attn.in_proj_weight is not None and b.attn.bias_k is None
+                                 for b in blocks)
 
 
 class _PackedLinear:
@@ -43,9 +48,7 @@ class _PackedLinear:
 
 class _PackedBlock:
     def __init__(self, block: nn.Module) -> None:
-        attn: nn.MultiheadAttention = block.attn
-        if not attn.batch_first or attn.in_proj_weight is None or attn.bias_k is not None:
-            raise ValueError("the packed text tower needs batch-first attention with one input projection")
+        attn: nn.MultiheadAttention = block.attn  # of the layout available() checks
         self.block, self.heads = block, attn.num_heads
         self.qkv = _PackedLinear(attn.in_proj_weight, attn.in_proj_bias)
         self.out = _PackedLinear(attn.out_proj.weight, attn.out_proj.bias)
@@ -56,7 +59,7 @@ class _PackedBlock:
         b, length, width = x.shape
         q, k, v = (t.view(b, length, self.heads, -1).transpose(1, 2)
                    for t in self.qkv(self.block.ln_1(x)).chunk(3, dim=-1))  # (B, H, L, Dh) each
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(x.dtype))
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + self.block.ls_1(self.out(attended.transpose(1, 2).reshape(b, length, width)))
         return x + self.block.ls_2(self.proj(self.block.mlp.gelu(self.fc(self.block.ln_2(x)))))
 
@@ -70,6 +73,7 @@ class PackedTextTower:
     def run(self, x: Tensor, mask: Tensor) -> Iterator[Tensor]:
         """Yield the embedding input (B, L, C) and then each block's output; ``mask`` is the additive (L, L)."""
         yield x
+        mask = mask.to(x.dtype)
         for block in self.blocks:
             x = block(x, mask)
             yield x
