@@ -130,6 +130,7 @@ class Grounder:
         self.frame_spec = FrameSpec(fps=spec.fps, size=clip.image_size, preprocess=spec.preprocess)
         self._states = _LRU(state_cache_bytes, cost=lambda s: s.nbytes)  # type: ignore[attr-defined]
         self._texts = _LRU(text_cache_size)
+        self._feature_ids: dict[tuple[FrameSpec, str], str] = {}  # shared with variants: keyed by their spec
         self.stats: dict[str, int] = dict(clip_frames=0, video_states_built=0, video_state_hits=0,
                                           text_encodes=0, text_cache_hits=0, queries=0)
 
@@ -172,10 +173,15 @@ class Grounder:
     def feature_id(self) -> str:
         """Identifies everything that changes cached video features (the video hash comes on top)."""
         fs = self.frame_spec
+        known = self._feature_ids.get((fs, self.precision))  # every job asks, several times: hash once per spec
+        if known is not None:
+            return known
         parts = dict(clip=self.clip.fingerprint, k=self.k, size=fs.size, mean=list(fs.mean), std=list(fs.std),
                      fps=fs.fps, preprocess=fs.preprocess, preprocess_version=PREPROCESS_VERSIONS[fs.preprocess],
                      precision=self.precision)
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+        found = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+        self._feature_ids[(fs, self.precision)] = found
+        return found
 
     # ----------------------------------------------------------------------------------------- video side
 

@@ -4,7 +4,7 @@ The API never reads weights or the model zoo: a model exists when ``R2_MODELS`` 
 announces it in its heartbeat (models trained through ``POST /v1/models/{name}/train``), and what it can do
 (moments or saliency only, its domain, its fps) comes from the :class:`ModelCard` a worker loading it reports.
 Heartbeats are read at most once per ``refresh_s`` on the request path, so a warm query costs no Redis round
-trip here; readiness always reads them fresh.
+trip here (:meth:`Catalog.snapshot` answers the event loop from memory); readiness always reads them fresh.
 """
 
 from __future__ import annotations
@@ -33,12 +33,18 @@ class Catalog:
                 self._read_at = time.monotonic()
             return self._workers
 
+    def snapshot(self) -> list[WorkerInfo] | None:
+        """The copy of the live workers while it is fresh, else None: never a Redis read."""
+        with self._lock:
+            return self._workers if time.monotonic() - self._read_at < self.refresh_s else None
+
     def _views(self, name: str, workers: list[WorkerInfo]) -> list[WorkerModel]:
         return [w.models[name] for w in workers if name in w.models]
 
-    def served(self, fresh: bool = False) -> list[str]:
+    def served(self, fresh: bool = False, workers: list[WorkerInfo] | None = None) -> list[str]:
         """The configured models, then the trained ones live workers announce (in heartbeat order)."""
-        trained = [n for w in self.workers(fresh) for n in w.models if n not in self.settings.models]
+        workers = self.workers(fresh) if workers is None else workers
+        trained = [n for w in workers for n in w.models if n not in self.settings.models]
         return [*self.settings.models, *dict.fromkeys(trained)]
 
     def name(self, requested: str | None) -> str:
@@ -50,9 +56,10 @@ class Catalog:
                            "(GET /v1/models)", code="unknown_model")
         return name
 
-    def card(self, name: str) -> ModelCard | None:
+    def card(self, name: str, workers: list[WorkerInfo] | None = None) -> ModelCard | None:
         """What the model can do, or None while no live worker has described it."""
-        return next((v.card for v in self._views(name, self.workers()) if v.card is not None), None)
+        workers = self.workers() if workers is None else workers
+        return next((v.card for v in self._views(name, workers) if v.card is not None), None)
 
     def infos(self) -> list[ModelInfo]:
         workers = self.workers(fresh=True)  # the listing is not a hot path: a model trained a moment ago is in it

@@ -107,13 +107,19 @@ class Gateway:
     # ------------------------------------------------------------------------------------------------ models
 
     def model(self, requested: str | None, *, needs_moments: bool = False) -> tuple[str, ModelCard | None]:
-        """The served model a request names (or the default) and its card when a worker described it."""
+        """The served model a request names (or the default) and its card when a worker described it. Blocking
+        (it may read the heartbeats): the event loop calls :meth:`resolve_model`."""
         name = self.catalog.name(requested)
-        card = self.catalog.card(name)
-        if needs_moments and card is not None and not card.has_moments:
-            raise InvalidRequest(f"model {name!r} outputs saliency only; use /highlights or /summary",
-                                 code="no_moments")
-        return name, card
+        return name, _moments_checked(name, self.catalog.card(name), needs_moments)
+
+    async def resolve_model(self, requested: str | None, *,
+                            needs_moments: bool = False) -> tuple[str, ModelCard | None]:
+        """:meth:`model` for the event loop: from the catalog's fresh copy of the heartbeats when it names the
+        model (every warm query), else in the thread pool, so no Redis read ever blocks the loop."""
+        name, workers = requested or self.settings.model_name, self.catalog.snapshot()
+        if workers is not None and name in self.catalog.served(workers=workers):
+            return name, _moments_checked(name, self.catalog.card(name, workers), needs_moments)
+        return await call(self.model, requested, needs_moments=needs_moments)
 
     def check_preprocess(self, name: str, card: ModelCard | None, preprocess: str | None) -> str | None:
         """The frame pipeline a request names (None: the model's default). The workers say which pipelines
@@ -371,6 +377,12 @@ class Gateway:
 
     def _retry_after(self) -> int:
         return max(1, min(30, round(self.settings.moments_wait_s / 2) or 1))
+
+
+def _moments_checked(name: str, card: ModelCard | None, needs_moments: bool) -> ModelCard | None:
+    if needs_moments and card is not None and not card.has_moments:
+        raise InvalidRequest(f"model {name!r} outputs saliency only; use /highlights or /summary", code="no_moments")
+    return card
 
 
 def is_text(value: str) -> bool:

@@ -89,7 +89,7 @@ class LibrarySearch:
 
     async def run(self, body: SearchRequest) -> SearchResponse | Pending:
         gw = self.gw
-        name, _ = gw.model(body.model, needs_moments=True)
+        name, _ = await gw.resolve_model(body.model, needs_moments=True)
         (query,) = gw.check_queries([body.query])
         library = await call(self.check_videos, name, body.video_ids)
         digest = request_hash(body, name, query, library)

@@ -29,22 +29,26 @@ log = logging.getLogger(__name__)
 @dataclass
 class Delivery:
     """One job handed to one worker; ``entry_id`` in ``queue`` is what it acknowledges. ``job`` is None for an
-    entry whose payload could not be parsed (acknowledge and drop it)."""
+    entry whose payload could not be parsed (acknowledge and drop it). ``attempts`` counts the times the job was
+    handed to a worker, this one included: the queue counts them as it delivers, so a worker that dies running
+    the job has used an attempt without writing anything first."""
 
     entry_id: str
     queue: str
     job: Job | None
     reclaimed: bool = False
     raw: bytes | str | None = field(default=None, repr=False)  # the payload as stored, for release()
+    attempts: int = 1
 
 
-def parse_delivery(entry_id: str, queue: str, payload: bytes | str | None, reclaimed: bool) -> Delivery:
+def parse_delivery(entry_id: str, queue: str, payload: bytes | str | None, reclaimed: bool,
+                   attempts: int = 1) -> Delivery:
     try:
         job = Job.model_validate_json(payload) if payload is not None else None
     except ValidationError as err:
         log.error("dropping queue entry %s: its payload is not a job (%s)", entry_id, err)
         job = None
-    return Delivery(entry_id, queue, job, reclaimed, payload)
+    return Delivery(entry_id, queue, job, reclaimed, payload, attempts)
 
 
 @dataclass
@@ -116,8 +120,9 @@ class JobStore(ABC):
 
     @abstractmethod
     def begin(self, consumer: str, deliveries: list[Delivery]) -> list[int]:
-        """Count one more delivery of each job and mark it processing by ``consumer``; returns the number of
-        deliveries so far per job (0: its record is gone, nobody waits for it)."""
+        """Mark each job processing by ``consumer``, with its attempts so far; returns them per job (0: its record
+        is gone, nobody waits for it). Optional for a job about to be answered in milliseconds: its attempts are
+        counted by the queue either way, and :meth:`finish` stores them."""
 
     @abstractmethod
     def finish(self, consumer: str, outcomes: list[Outcome], metrics: dict[str, float] | None = None,
@@ -132,7 +137,8 @@ class JobStore(ABC):
 
     @abstractmethod
     def release(self, deliveries: list[Delivery]) -> None:
-        """Give jobs back unrun so any worker can take them (a worker keeps only what it runs next)."""
+        """Give jobs back unrun so any worker can take them (a worker keeps only what it runs next); this
+        delivery is not counted as an attempt."""
 
     @abstractmethod
     def reclaim(self, consumer: str, min_idle_s: float, count: int) -> list[Delivery]:

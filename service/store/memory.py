@@ -247,6 +247,7 @@ class MemoryJobStore(JobStore):
         self._requests = _Expiring()
         self._waiting: deque[tuple[str, str]] = deque()  # (entry id, payload JSON)
         self._claims: OrderedDict[str, tuple[str, str, float]] = OrderedDict()  # id -> (consumer, payload, since)
+        self._delivered: dict[str, int] = defaultdict(int)  # entry id -> attempts so far (a stream's delivery count)
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]]] = defaultdict(list)
         self._metrics = metrics
         self._seq = 0
@@ -331,7 +332,8 @@ class MemoryJobStore(JobStore):
             while self._waiting and len(out) < count:
                 entry_id, payload = self._waiting.popleft()
                 self._claims[entry_id] = (consumer, payload, time.monotonic())
-                out.append(parse_delivery(entry_id, "", payload, False))
+                self._delivered[entry_id] += 1
+                out.append(parse_delivery(entry_id, "", payload, False, self._delivered[entry_id]))
             return out
 
     def begin(self, consumer: str, deliveries: list[Delivery]) -> list[int]:
@@ -342,9 +344,9 @@ class MemoryJobStore(JobStore):
                 if raw is None:
                     counts.append(0)
                     continue
-                raw.update(_plain(dict(attempts=int(raw.get("attempts", 0)) + 1, status=Status.processing,
-                                       worker=consumer, updated_at=time.time())))
-                counts.append(raw["attempts"])
+                raw.update(_plain(dict(attempts=d.attempts, status=Status.processing, worker=consumer,
+                                       updated_at=time.time())))
+                counts.append(d.attempts)
         return counts
 
     def finish(self, consumer: str, outcomes: list[Outcome], metrics: dict[str, float] | None = None,
@@ -352,11 +354,13 @@ class MemoryJobStore(JobStore):
         with self._cond:
             for o in outcomes:
                 self._claims.pop(o.delivery.entry_id, None)
+                self._delivered.pop(o.delivery.entry_id, None)
                 job = o.delivery.job
                 raw = self._records.get(job.job_id) if job is not None else None
                 if job is None or raw is None:
                     continue
-                fields: dict[str, Any] = dict(worker=consumer, updated_at=time.time(), seconds=seconds or {})
+                fields: dict[str, Any] = dict(worker=consumer, attempts=o.delivery.attempts, updated_at=time.time(),
+                                              seconds=seconds or {})
                 if o.failed:
                     fields.update(status=Status.failed, error_code=o.error_code, error_message=o.error_message,
                                   error_status=o.error_status)
@@ -388,6 +392,7 @@ class MemoryJobStore(JobStore):
             for d in reversed(deliveries):  # back at the front, in their order
                 claim = self._claims.pop(d.entry_id, None)
                 if claim is not None:
+                    self._delivered[d.entry_id] -= 1  # given back unrun: not an attempt
                     self._waiting.appendleft((d.entry_id, claim[1]))
             self._cond.notify_all()
 
@@ -399,7 +404,8 @@ class MemoryJobStore(JobStore):
             for entry_id in stale:
                 _, payload, _ = self._claims[entry_id]
                 self._claims[entry_id] = (consumer, payload, now)
-                out.append(parse_delivery(entry_id, "", payload, True))
+                self._delivered[entry_id] += 1
+                out.append(parse_delivery(entry_id, "", payload, True, self._delivered[entry_id]))
             return out
 
     def extend(self, consumer: str, deliveries: list[Delivery]) -> None:

@@ -3,9 +3,14 @@
 Every key here shares the hash tag ``{q}`` (see :mod:`service.contract.keys`), so each script and transaction
 touches one slot, and every script is given each key it touches (a cluster routes by them). Submitting is one
 script (join an identical request, check the queue limit, pick the queue, create the record, append the job);
-a worker's batch is begun with one script and finished with one (answers, acknowledgements, done tokens,
-metrics). Waiters rotate the done token of their job with
-``BLMOVE``, so every request waiting on the same job wakes, and a late one finds it at once.
+a worker's batch is finished with one script (answers, acknowledgements, done tokens, metrics), and begun with
+one unless it is answered at once from the state the worker holds. Waiters rotate the done token of their job
+with ``BLMOVE``, so every request waiting on the same job wakes, and a late one finds it at once.
+
+Attempts are counted by the streams: each entry's delivery count (``XPENDING``) goes up as it is read or taken
+over, atomically with the delivery, so a worker that dies running a job has used an attempt although it wrote
+nothing before it ran. An entry moved to another stream (given back, or out of a dead worker's own queue) carries
+the attempts it used in its field ``tried``.
 """
 
 from __future__ import annotations
@@ -74,21 +79,23 @@ redis.call('XADD', queue, '*', 'job', ARGV[2])
 return {'queued', queue}
 """
 
-# KEYS: job records. ARGV: worker (JSON), now (JSON), record ttl, then per job the fields that rebuild its record
-# (JSON list) or '' . A record that is gone while its job is younger than its TTL was evicted under maxmemory:
-# it is rebuilt from the queued payload. Returns the delivery count per job (0: record gone, nobody waits).
+# KEYS: job records. ARGV: worker (JSON), now (JSON), record ttl, then per job its attempts and the fields that
+# rebuild its record (JSON list) or ''. A record that is gone while its job is younger than its TTL was evicted
+# under maxmemory: it is rebuilt from the queued payload. Returns the attempts per job (0: record gone, nobody
+# waits).
 _BEGIN = """
 local out = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 0 and ARGV[3 + i] ~= '' then
-    redis.call('HSET', key, unpack(cjson.decode(ARGV[3 + i])))
+  local a = 2 + 2 * i
+  if redis.call('EXISTS', key) == 0 and ARGV[a + 1] ~= '' then
+    redis.call('HSET', key, unpack(cjson.decode(ARGV[a + 1])))
     redis.call('EXPIRE', key, ARGV[3])
   end
   if redis.call('EXISTS', key) == 0 then
     out[i] = 0
   else
-    out[i] = redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('HSET', key, 'status', '"processing"', 'worker', ARGV[1], 'updated_at', ARGV[2])
+    redis.call('HSET', key, 'attempts', ARGV[a], 'status', '"processing"', 'worker', ARGV[1], 'updated_at', ARGV[2])
+    out[i] = tonumber(ARGV[a])
   end
 end
 return out
@@ -194,14 +201,21 @@ return 1
 """
 
 # KEYS: shared queue, own-queue set, worker index, live-worker zset, heartbeats, the orphan's own queue.
-# ARGV: orphaned worker id. Moves every entry of the orphan's own queue (waiting or in its hands) to the shared
-# queue, then forgets the worker.
+# ARGV: orphaned worker id, consumer group. Moves every entry of the orphan's own queue (waiting or in its hands)
+# to the shared queue, with the attempts it used (its field 'tried' plus its deliveries), then forgets the worker.
 _ADOPT = """
 local moved = 0
 for _, entry in ipairs(redis.call('XRANGE', KEYS[6], '-', '+')) do
-  local fields = entry[2]
+  local fields, job, tried = entry[2], nil, 0
   for i = 1, #fields, 2 do
-    if fields[i] == 'job' then redis.call('XADD', KEYS[1], '*', 'job', fields[i + 1]); moved = moved + 1 end
+    if fields[i] == 'job' then job = fields[i + 1] end
+    if fields[i] == 'tried' then tried = tonumber(fields[i + 1]) or 0 end
+  end
+  if job then
+    local pending = redis.pcall('XPENDING', KEYS[6], ARGV[2], entry[1], entry[1], 1)  -- no group: never read
+    if type(pending) == 'table' and not pending.err and pending[1] then tried = tried + pending[1][4] end
+    redis.call('XADD', KEYS[1], '*', 'job', job, 'tried', tried)
+    moved = moved + 1
   end
 end
 redis.call('DEL', KEYS[6])
@@ -215,6 +229,15 @@ return moved
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _tried(fields: dict[Any, Any]) -> int:
+    """Attempts an entry's job used in the streams it was moved from (0 for a job queued once)."""
+    raw = fields.get(b"tried") or fields.get("tried")
+    try:
+        return int(raw) if raw is not None else 0
+    except ValueError:
+        return 0
 
 
 def _fields_json(fields: dict[str, Any]) -> str:
@@ -355,7 +378,7 @@ class RedisJobStore(JobStore):
     def _adopt_queue(self, orphan: str) -> int:
         keys = [self.keys.jobs, self.keys.streams, self.keys.workers, self.keys.alive, self.keys.beats,
                 self.keys.worker_jobs(orphan)]
-        return int(self._adopt(keys=keys, args=[orphan]))
+        return int(self._adopt(keys=keys, args=[orphan, JOB_GROUP]))
 
     def close(self, consumer: str) -> None:
         self._adopt_queue(consumer)
@@ -377,24 +400,25 @@ class RedisJobStore(JobStore):
         for queue, entries in reply or []:  # (stream, [(entry id, fields), ...]) pairs
             for entry_id, fields in entries:
                 out.append(parse_delivery(_text(entry_id), _text(queue), fields.get(b"job") or fields.get("job"),
-                                          False))
+                                          False, _tried(fields) + 1))
         return out  # up to ``count`` per queue: every entry read is this worker's now
 
     def begin(self, consumer: str, deliveries: list[Delivery]) -> list[int]:
         if not deliveries:
             return []
-        keys, rebuild = [], []
+        keys: list[str] = []
+        per_job: list[int | str] = []
         for d in deliveries:
             if d.job is None:
                 keys.append(self.keys.job(f"none-{d.entry_id}"))
-                rebuild.append("")
+                per_job += [d.attempts, ""]
                 continue
             keys.append(self.keys.job(d.job.job_id))
             record = JobRecord(job_id=d.job.job_id, kind=d.job.kind, video_id=d.job.video_id, model=d.job.model,
                                created_at=d.job.created_at)
-            rebuild.append(_fields_json(record.model_dump(mode="json")) if self._young(d.job) else "")
+            per_job += [d.attempts, _fields_json(record.model_dump(mode="json")) if self._young(d.job) else ""]
         counts = self._begin(keys=keys, args=[json.dumps(consumer), json.dumps(time.time()), self.result_ttl_s,
-                                              *rebuild])
+                                              *per_job])
         return [int(n) for n in counts]
 
     def finish(self, consumer: str, outcomes: list[Outcome], metrics: dict[str, float] | None = None,
@@ -406,7 +430,7 @@ class RedisJobStore(JobStore):
             d = o.delivery
             job_id = d.job.job_id if d.job is not None else f"none-{d.entry_id}"
             keys += [self.keys.job(job_id), self.keys.done(job_id), d.queue, self.keys.callbacks(job_id)]
-            fields: dict[str, Any] = dict(worker=consumer, updated_at=now, seconds=seconds or {})
+            fields: dict[str, Any] = dict(worker=consumer, attempts=d.attempts, updated_at=now, seconds=seconds or {})
             if o.failed:
                 fields.update(status=Status.failed, error_code=o.error_code, error_message=o.error_message,
                               error_status=o.error_status)
@@ -445,7 +469,7 @@ class RedisJobStore(JobStore):
         pipe = self.client.pipeline(transaction=True)
         for d in deliveries:
             if d.raw is not None:
-                pipe.xadd(self.keys.jobs, {"job": d.raw})
+                pipe.xadd(self.keys.jobs, {"job": d.raw, "tried": d.attempts - 1})
             pipe.xack(d.queue, JOB_GROUP, d.entry_id)
             pipe.xdel(d.queue, d.entry_id)
         pipe.execute()
@@ -465,15 +489,26 @@ class RedisJobStore(JobStore):
                 if self._nogroup(err):
                     continue
                 raise
-            claimed = reply[1] if len(reply) > 1 else []
+            claimed = [(entry_id, fields) for entry_id, fields in (reply[1] if len(reply) > 1 else []) if fields]
             deleted = reply[2] if len(reply) > 2 else []
             if deleted:  # pending entries whose payload is gone: nothing to run, just clear them
                 self.client.xack(queue, JOB_GROUP, *deleted)
-            out += [parse_delivery(_text(entry_id), queue, fields.get(b"job") or fields.get("job"), True)
-                    for entry_id, fields in claimed if fields]
+            delivered = self._deliveries(queue, [entry_id for entry_id, _ in claimed])
+            out += [parse_delivery(_text(entry_id), queue, fields.get(b"job") or fields.get("job"), True,
+                                   _tried(fields) + times)
+                    for (entry_id, fields), times in zip(claimed, delivered, strict=True)]
             if len(out) >= count:
                 break
         return out
+
+    def _deliveries(self, queue: str, entry_ids: list[Any]) -> list[int]:
+        """How often each pending entry was delivered, the take-over that just happened included."""
+        if not entry_ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.xpending_range(queue, JOB_GROUP, min=entry_id, max=entry_id, count=1)
+        return [int(rows[0]["times_delivered"]) if rows else 1 for rows in pipe.execute()]
 
     def extend(self, consumer: str, deliveries: list[Delivery]) -> None:
         by_queue: dict[str, list[str]] = defaultdict(list)

@@ -249,6 +249,19 @@ class Worker:
             return False
         return not self.backend.features.exists(job.video_id, grounder.feature_id)
 
+    def answered_at_once(self, delivery: Delivery) -> bool:
+        """Whether the job is a query on a video whose adapter state this worker holds, handed out for the first
+        time: it is answered in milliseconds, so it is not marked processing first (a round trip on every warm
+        query). A job handed out before goes through ``begin``: it may be what stopped the last worker."""
+        job = delivery.job
+        if job is None or job.kind != JobKind.ground or delivery.attempts != 1:
+            return False
+        try:
+            grounder = self.models.get(job.model, job.preprocess)
+        except Exception:
+            return False
+        return grounder is not None and grounder.holds(f"{job.video_id}:{grounder.feature_id}")
+
     @contextlib.contextmanager
     def _holding(self, deliveries: list[Delivery]) -> Iterator[None]:
         with self._lock:
@@ -261,14 +274,19 @@ class Worker:
                     self._in_flight.pop(d.entry_id, None)
 
     def handle(self, deliveries: list[Delivery]) -> None:
-        """Count attempts, drop what cannot run, then run one pipeline per (video, model, frame pipeline)."""
+        """Mark the jobs processing, drop what cannot run, then run one pipeline per (video, model, frame
+        pipeline)."""
         jobs = self.backend.jobs
         groups: dict[tuple[str, str, str | None], list[Delivery]] = defaultdict(list)
         dropped: list[Outcome] = []
         fetches: list[Delivery] = []
         searches: list[Delivery] = []
         metrics = MetricsBatch()
-        for d, attempts in zip(deliveries, jobs.begin(self.worker_id, deliveries), strict=True):
+        at_once = {d.entry_id for d in deliveries if self.answered_at_once(d)}
+        to_begin = [d for d in deliveries if d.entry_id not in at_once]
+        begun = iter(jobs.begin(self.worker_id, to_begin) if to_begin else [])
+        for d in deliveries:
+            attempts = d.attempts if d.entry_id in at_once else next(begun)
             if d.job is None or attempts == 0:  # not a job, or its record expired: nobody waits for it
                 dropped.append(Outcome(d))
             elif d.job.kind == JobKind.train and attempts <= self.settings.job_max_attempts:

@@ -127,8 +127,22 @@ def test_a_dead_consumers_job_is_taken_over_after_the_visibility_timeout(jobs) -
     time.sleep(0.4)
     (again,) = jobs.reclaim("alive", min_idle_s=0.3, count=10)
     assert again.entry_id == first.entry_id and again.job == first.job and again.reclaimed
+    assert (first.attempts, again.attempts) == (1, 2)  # the dead worker wrote nothing: the queue counted it
     jobs.finish("alive", [Outcome(again, result={})])
     assert jobs.length() == 0
+    assert jobs.get("job1").attempts == 2  # stored by the finish, though no begin ran
+
+
+@pytest.mark.redis
+def test_attempts_are_counted_without_a_begin_and_begin_stores_them(jobs) -> None:
+    submit(jobs, 1)
+    (first,) = jobs.take("dead", count=1, block_s=0.5)
+    time.sleep(0.35)
+    (second,) = jobs.reclaim("dead-too", min_idle_s=0.3, count=10)
+    time.sleep(0.35)
+    (third,) = jobs.reclaim("alive", min_idle_s=0.3, count=10)
+    assert [d.attempts for d in (first, second, third)] == [1, 2, 3]
+    assert jobs.begin("alive", [third]) == [3] and jobs.get("job1").attempts == 3
 
 
 @pytest.mark.redis
@@ -149,6 +163,7 @@ def test_released_jobs_go_back_for_any_worker(jobs) -> None:
     assert jobs.length() == 3  # nothing lost, nothing doubled
     again = jobs.take("w2", count=5, block_s=0.5)
     assert sorted(d.job.job_id for d in again) == ["job1", "job2"]
+    assert [d.attempts for d in again] == [1, 1]  # given back unrun: not an attempt
 
 
 @pytest.mark.redis
@@ -203,7 +218,9 @@ def test_an_orphaned_own_queue_is_emptied_into_the_shared_one(redis_prefix, redi
     assert store.reclaim("alive", min_idle_s=60, count=10) == []  # its heartbeat is recent
     time.sleep(0.3)
     store.reclaim("alive", min_idle_s=0.2, count=10)  # now it is an orphan: both jobs go to the shared queue
-    assert sorted(d.job.job_id for d in store.take("alive", count=5, block_s=0.2)) == ["job1", "job2"]
+    adopted = sorted(store.take("alive", count=5, block_s=0.2), key=lambda d: d.job.job_id)
+    assert [d.job.job_id for d in adopted] == ["job1", "job2"]
+    assert [d.attempts for d in adopted] == [2, 1]  # the one it was running when it went counts as tried
     assert store.length() == 2  # nothing doubled: the orphan's queue is gone
 
 

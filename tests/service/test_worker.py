@@ -176,3 +176,37 @@ def test_a_worker_keeps_only_what_it_runs_next(redis_prefix, tmp_path) -> None: 
         assert api.get(f"/v1/videos/{video_b}").json()["status"] == "ready"
         assert metric(api.get("/metrics").text, "r2_batch_size_bucket", le="2.0") == 1
     worker.backend.close()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_warm_query_runs_without_a_begin_unless_it_was_handed_out_before(redis_prefix, tmp_path,  # noqa: F811
+                                                                          monkeypatch) -> None:
+    """A query on a held video is answered without being marked processing first; one a worker took before
+    (and maybe died of) is begun, so its attempts are stored before it runs again."""
+    settings = Settings(redis_url=REDIS_URL, key_prefix=redis_prefix, models=["tiny"], batch_window_ms=0,
+                        registry_file=write_registry(tmp_path), upload_dir=tmp_path, **FAST)
+    worker = Worker(settings)
+    worker.models.load()
+    begun: list[list[str]] = []
+    begin = worker.backend.jobs.begin
+    monkeypatch.setattr(worker.backend.jobs, "begin", lambda consumer, deliveries: (
+        begun.append([d.job.kind.value for d in deliveries if d.job]), begin(consumer, deliveries))[1])
+    with TestClient(create_app(settings)) as api:
+        gw, jobs = api.app.state.gateway, api.app.state.gateway.backend.jobs
+        video_id = upload(api, fixture_video())
+        assert worker.step() == 1  # encodes it: begun (a long job shows it is processing)
+        warm = gw.submit(video_id, "tiny", Mode.moments, ["warm"], top_k=3, nms_thres=None, min_score=None)
+        assert worker.step() == 1
+        record = jobs.get(warm.job_id)
+        assert (record.status, record.attempts, record.worker) == ("ready", 1, worker.worker_id)
+        assert begun == [["encode"]]  # the warm query skipped it
+
+        again = gw.submit(video_id, "tiny", Mode.moments, ["again"], top_k=3, nms_thres=None, min_score=None)
+        (taken,) = jobs.take("died-running-it", 1, 1.0)  # a worker took it and died without a trace
+        time.sleep(settings.visibility_timeout_s + 0.2)
+        assert worker.step() == 1  # taken over
+        record = jobs.get(again.job_id)
+        assert (record.status, record.attempts) == ("ready", 2)
+        assert begun == [["encode"], ["ground"]]
+    worker.backend.close()

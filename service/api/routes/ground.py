@@ -34,7 +34,7 @@ async def ground(request: Request, gw: GatewayDep) -> Any:
     await call(gw.backend.jobs.check_capacity)
     upload = await receive_upload(request, max_bytes=gw.settings.max_upload_bytes, directory=gw.settings.upload_dir)
     try:
-        name, card = gw.model(upload.field("model"))
+        name, card = await gw.resolve_model(upload.field("model"))
         if card is not None and not card.has_moments:
             raise InvalidRequest(f"model {name!r} outputs saliency only; upload with POST /v1/videos and use "
                                  "/highlights or /summary", code="no_moments")

@@ -46,7 +46,7 @@ async def upload_video(request: Request, response: Response, gw: GatewayDep,
                             headers={"Location": f"/v1/ingests/{job.job_id}"})
     upload = await receive_upload(request, max_bytes=gw.settings.max_upload_bytes, directory=gw.settings.upload_dir)
     try:  # form fields first; ?model= and ?preprocess= serve raw-bytes uploads (and multipart ones too)
-        name, card = gw.model(upload.field("model") or model)
+        name, card = await gw.resolve_model(upload.field("model") or model)
         pipeline = gw.check_preprocess(name, card, upload.field("preprocess") or preprocess)
         callback_url = upload.field("callback_url")
         if callback_url:
