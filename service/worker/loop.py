@@ -28,9 +28,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from models.allocator import keep_freed_blocks
+from models.engine import Grounder
 from service.contract.errors import Unavailable
 from service.contract.metrics import JOBS_RECLAIMED, MetricsBatch
-from service.contract.schemas import JobKind, WorkerInfo
+from service.contract.schemas import Job, JobKind, WorkerInfo
 from service.contract.settings import Settings
 from service.store.backend import Backend, open_backend
 from service.store.jobs import Delivery, Outcome
@@ -239,10 +240,7 @@ class Worker:
             return False  # dropped at once; a training runs in its own process; a search reads features only
         if job.kind == JobKind.fetch:
             return True  # a download
-        try:
-            grounder = self.models.get(job.model, job.preprocess)
-        except Exception:
-            grounder = None
+        grounder = self._grounder(job)
         if grounder is None:
             return False  # fails at once
         if grounder.holds(f"{job.video_id}:{grounder.feature_id}"):
@@ -256,11 +254,15 @@ class Worker:
         job = delivery.job
         if job is None or job.kind != JobKind.ground or delivery.attempts != 1:
             return False
-        try:
-            grounder = self.models.get(job.model, job.preprocess)
-        except Exception:
-            return False
+        grounder = self._grounder(job)
         return grounder is not None and grounder.holds(f"{job.video_id}:{grounder.feature_id}")
+
+    def _grounder(self, job: Job) -> Grounder | None:
+        """The job's model with its frame pipeline, or None when it cannot be had (the job fails when it runs)."""
+        try:
+            return self.models.get(job.model, job.preprocess)
+        except Exception:
+            return None
 
     @contextlib.contextmanager
     def _holding(self, deliveries: list[Delivery]) -> Iterator[None]:
@@ -282,11 +284,11 @@ class Worker:
         fetches: list[Delivery] = []
         searches: list[Delivery] = []
         metrics = MetricsBatch()
-        at_once = {d.entry_id for d in deliveries if self.answered_at_once(d)}
-        to_begin = [d for d in deliveries if d.entry_id not in at_once]
-        begun = iter(jobs.begin(self.worker_id, to_begin) if to_begin else [])
+        to_begin = [d for d in deliveries if not self.answered_at_once(d)]
+        begun = dict(zip((d.entry_id for d in to_begin), jobs.begin(self.worker_id, to_begin) if to_begin else [],
+                         strict=True))
         for d in deliveries:
-            attempts = d.attempts if d.entry_id in at_once else next(begun)
+            attempts = begun.get(d.entry_id, d.attempts)
             if d.job is None or attempts == 0:  # not a job, or its record expired: nobody waits for it
                 dropped.append(Outcome(d))
             elif d.job.kind == JobKind.train and attempts <= self.settings.job_max_attempts:
