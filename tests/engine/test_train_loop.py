@@ -61,6 +61,7 @@ def trainer(tmp_path, work, examples, source, config, **kwargs) -> Trainer:
                    fps=0.5, unit=2.0, nms=NmsConfig("normal", 0.7), **kwargs)
 
 
+@pytest.mark.slow  # about 40 s here
 def test_same_seed_same_weights_and_a_crash_resumes_exactly(tmp_path) -> None:
     examples, source, config = moment_setup(tmp_path, epochs=3, save_every=2)
     whole = trainer(tmp_path, "a", examples, source, config).fit()
